@@ -1,0 +1,237 @@
+//! RSA-OAEP (SHA-256, MGF1-SHA-256) wrapping of data keys, and the PEM forms of RSA keys.
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey, PublicEncryptingKey,
+};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+use super::CryptoError;
+use super::data_key::{DATA_KEY_LEN, DataKey};
+
+/// Smallest RSA modulus accepted for a recipient.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// DER of the AlgorithmIdentifier for rsaEncryption (OID 1.2.840.113549.1.1.1, NULL parameters).
+const RSA_ALGORITHM_ID: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
+/// This proxy's RSA private key, which unwraps the data keys sent to it.
+pub struct PrivateKey {
+    oaep: OaepPrivateDecryptingKey,
+    pkcs8_der: Vec<u8>,
+    public: RecipientKey,
+}
+
+impl PrivateKey {
+    /// A new random RSA-2048 key.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Self::from_key(PrivateDecryptingKey::generate(KeySize::Rsa2048)?)
+    }
+
+    /// Parses an unencrypted PEM private key, PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
+    pub fn from_pem(text: &str) -> Result<Self, CryptoError> {
+        let block = pem::parse(text).map_err(|e| invalid(format!("not a PEM private key: {e}")))?;
+        let pkcs8 = match block.tag() {
+            "PRIVATE KEY" => block.contents().to_vec(),
+            "RSA PRIVATE KEY" => pkcs1_private_to_pkcs8(block.contents()),
+            other => return Err(invalid(format!("unexpected PEM block {other:?}"))),
+        };
+        let key = PrivateDecryptingKey::from_pkcs8(&pkcs8)
+            .map_err(|e| invalid(format!("not an RSA private key: {e}")))?;
+        Self::from_key(key)
+    }
+
+    fn from_key(key: PrivateDecryptingKey) -> Result<Self, CryptoError> {
+        let public = RecipientKey::from_key(key.public_key())?;
+        let der: Pkcs8V1Der<'static> = key.as_der()?;
+        Ok(Self {
+            pkcs8_der: der.as_ref().to_vec(),
+            oaep: OaepPrivateDecryptingKey::new(key)?,
+            public,
+        })
+    }
+
+    /// The PKCS#8 PEM text of the key.
+    pub fn to_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8_der.clone()))
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> &RecipientKey {
+        &self.public
+    }
+
+    /// Unwraps a base64 RSA-OAEP ciphertext into the data key it carries.
+    ///
+    /// The plaintext is the key's 44-character base64 text (what the Python proxy wraps); raw
+    /// 32-byte keys are accepted too.
+    pub fn unwrap_key(&self, wrapped_base64: &str) -> Result<DataKey, CryptoError> {
+        let wrapped = wrapped_base64.trim();
+        let ciphertext = STANDARD
+            .decode(wrapped)
+            .or_else(|_| URL_SAFE.decode(wrapped))
+            .map_err(|_| CryptoError::UnwrapFailed)?;
+        if ciphertext.len() != self.oaep.key_size_bytes() {
+            return Err(CryptoError::UnwrapFailed);
+        }
+        let mut plaintext = vec![0u8; self.oaep.min_output_size()];
+        let opened = self
+            .oaep
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut plaintext, None)
+            .map_err(|_| CryptoError::UnwrapFailed)?;
+        match <[u8; DATA_KEY_LEN]>::try_from(&opened[..]) {
+            Ok(raw) => Ok(DataKey::from_bytes(raw)),
+            Err(_) => DataKey::from_text(opened).map_err(|_| CryptoError::UnwrapFailed),
+        }
+    }
+}
+
+/// A recipient's RSA public key, which wraps data keys for it.
+pub struct RecipientKey {
+    oaep: OaepPublicEncryptingKey,
+    spki_der: Vec<u8>,
+}
+
+impl RecipientKey {
+    /// Parses a PEM public key: SubjectPublicKeyInfo (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`),
+    /// of at least [`MIN_RSA_BITS`] bits.
+    pub fn from_pem(text: &str) -> Result<Self, CryptoError> {
+        let block =
+            pem::parse(text).map_err(|_| invalid("is not a PEM-encoded public key".into()))?;
+        let spki = match block.tag() {
+            "PUBLIC KEY" => block.contents().to_vec(),
+            "RSA PUBLIC KEY" => pkcs1_public_to_spki(block.contents()),
+            other => {
+                return Err(invalid(format!(
+                    "is a PEM {other:?} block, not a public key"
+                )));
+            }
+        };
+        let key = PublicEncryptingKey::from_der(&spki)
+            .map_err(|_| invalid("is not an RSA public key of 2048 to 8192 bits".into()))?;
+        Self::from_key(key)
+    }
+
+    fn from_key(key: PublicEncryptingKey) -> Result<Self, CryptoError> {
+        if key.key_size_bits() < MIN_RSA_BITS {
+            return Err(invalid(format!(
+                "is an RSA key of {} bits; at least {MIN_RSA_BITS} are required",
+                key.key_size_bits()
+            )));
+        }
+        let der: PublicKeyX509Der<'static> = key.as_der()?;
+        Ok(Self {
+            spki_der: der.as_ref().to_vec(),
+            oaep: OaepPublicEncryptingKey::new(key)?,
+        })
+    }
+
+    /// The SubjectPublicKeyInfo PEM text of the key.
+    pub fn to_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki_der.clone()))
+    }
+
+    /// Wraps a data key for this recipient: standard base64 of RSA-OAEP over the key's text.
+    pub fn wrap_key(&self, key: &DataKey) -> Result<String, CryptoError> {
+        let mut ciphertext = vec![0u8; self.oaep.ciphertext_size()];
+        let sealed = self.oaep.encrypt(
+            &OAEP_SHA256_MGF1SHA256,
+            key.to_text().as_bytes(),
+            &mut ciphertext,
+            None,
+        )?;
+        Ok(STANDARD.encode(sealed))
+    }
+}
+
+fn invalid(message: String) -> CryptoError {
+    CryptoError::InvalidRsaKey(message)
+}
+
+/// PKCS#8 PrivateKeyInfo { version 0, rsaEncryption, OCTET STRING pkcs1 }.
+fn pkcs1_private_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x02, 0x01, 0x00];
+    body.extend_from_slice(RSA_ALGORITHM_ID);
+    body.extend(der_element(0x04, pkcs1));
+    der_element(0x30, &body)
+}
+
+/// SubjectPublicKeyInfo { rsaEncryption, BIT STRING pkcs1 }.
+fn pkcs1_public_to_spki(pkcs1: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0x00];
+    bits.extend_from_slice(pkcs1);
+    let mut body = RSA_ALGORITHM_ID.to_vec();
+    body.extend(der_element(0x03, &bits));
+    der_element(0x30, &body)
+}
+
+fn der_element(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = contents.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::LazyLock;
+
+    static KEY: LazyLock<PrivateKey> = LazyLock::new(|| PrivateKey::generate().unwrap());
+
+    #[test]
+    fn wrapped_key_unwraps_to_the_same_key() {
+        let data_key = DataKey::generate().unwrap();
+        let wrapped = KEY.public_key().wrap_key(&data_key).unwrap();
+        assert_eq!(KEY.unwrap_key(&wrapped).unwrap(), data_key);
+    }
+
+    #[test]
+    fn pem_forms_round_trip() {
+        let again = PrivateKey::from_pem(&KEY.to_pem()).unwrap();
+        assert_eq!(again.public_key().to_pem(), KEY.public_key().to_pem());
+        let public = RecipientKey::from_pem(&KEY.public_key().to_pem()).unwrap();
+        assert_eq!(public.to_pem(), KEY.public_key().to_pem());
+    }
+
+    #[test]
+    fn garbage_is_not_unwrapped() {
+        assert_eq!(
+            KEY.unwrap_key("bm90IGEga2V5"),
+            Err(CryptoError::UnwrapFailed)
+        );
+        assert_eq!(KEY.unwrap_key("%%%"), Err(CryptoError::UnwrapFailed));
+        let other = PrivateKey::generate().unwrap();
+        let wrapped = other
+            .public_key()
+            .wrap_key(&DataKey::generate().unwrap())
+            .unwrap();
+        assert_eq!(KEY.unwrap_key(&wrapped), Err(CryptoError::UnwrapFailed));
+    }
+
+    #[test]
+    fn pem_garbage_is_rejected_with_a_reason() {
+        for text in [
+            "",
+            "hello",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ] {
+            assert!(matches!(
+                RecipientKey::from_pem(text),
+                Err(CryptoError::InvalidRsaKey(_))
+            ));
+        }
+    }
+}
