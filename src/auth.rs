@@ -1,0 +1,162 @@
+//! The API-key check of every request: the original's PBKDF2 + Fernet scheme, made cheap by
+//! caching successes and kept off the async workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use aws_lc_rs::hmac;
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+use crate::credentials::derive_key;
+use crate::crypto::fernet;
+
+/// How long a verified credential set is trusted without deriving again.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Most credential sets remembered at once.
+const CACHE_CAPACITY: usize = 1024;
+/// Key derivations running at once; each takes a core for tens of milliseconds.
+const CONCURRENT_DERIVATIONS: usize = 2;
+
+/// Authentication failed; deliberately without saying why.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("Authentication failed")]
+pub struct AuthError;
+
+/// The three header values a client sends.
+#[derive(Debug, Clone, Copy)]
+pub struct PresentedCredentials<'a> {
+    /// `x-decryption-key`.
+    pub decryption_key: &'a str,
+    /// `x-salt`.
+    pub salt: &'a str,
+    /// `x-comparison-key`.
+    pub comparison_key: &'a str,
+}
+
+/// Checks presented credentials against `API_KEY`.
+pub struct Authenticator {
+    api_key: Arc<str>,
+    fingerprint_key: hmac::Key,
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    derivations: Semaphore,
+}
+
+impl Authenticator {
+    /// An authenticator for the `API_KEY` token text.
+    pub fn new(api_key: &str) -> Self {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).expect("system random generator");
+        Self {
+            api_key: api_key.trim().into(),
+            fingerprint_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            verified: Mutex::default(),
+            derivations: Semaphore::new(CONCURRENT_DERIVATIONS),
+        }
+    }
+
+    /// Accepts the credentials when `API_KEY` decrypts, under the key they derive, to the
+    /// comparison key.
+    pub async fn verify(&self, presented: PresentedCredentials<'_>) -> Result<(), AuthError> {
+        let PresentedCredentials {
+            decryption_key,
+            salt,
+            comparison_key,
+        } = presented;
+        if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
+            return Err(AuthError);
+        }
+        let fingerprint = self.fingerprint(presented);
+        if self.is_cached(&fingerprint) {
+            return Ok(());
+        }
+        let _permit = self.derivations.acquire().await.map_err(|_| AuthError)?;
+        let api_key = self.api_key.clone();
+        let (decryption_key, salt, comparison_key) = (
+            decryption_key.to_owned(),
+            salt.to_owned(),
+            comparison_key.to_owned(),
+        );
+        let accepted = tokio::task::spawn_blocking(move || {
+            let derived = derive_key(&decryption_key, &salt);
+            fernet::decrypt(&derived, api_key.as_bytes()).is_ok_and(|expected| {
+                verify_slices_are_equal(&expected, comparison_key.as_bytes()).is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if !accepted {
+            return Err(AuthError);
+        }
+        self.remember(fingerprint);
+        Ok(())
+    }
+
+    /// A keyed hash of the three values, so the cache holds no secret that could be replayed.
+    fn fingerprint(&self, presented: PresentedCredentials<'_>) -> [u8; 32] {
+        let mut context = hmac::Context::with_key(&self.fingerprint_key);
+        for value in [
+            presented.decryption_key,
+            presented.salt,
+            presented.comparison_key,
+        ] {
+            context.update(&(value.len() as u64).to_be_bytes());
+            context.update(value.as_bytes());
+        }
+        context.sign().as_ref().try_into().expect("SHA-256 tag")
+    }
+
+    fn is_cached(&self, fingerprint: &[u8; 32]) -> bool {
+        // Looking up by fingerprint leaks nothing: without the per-process key nobody can
+        // compute one, so timing differences say nothing about the secrets behind it.
+        let verified = self.verified.lock().expect("lock");
+        verified
+            .get(fingerprint)
+            .is_some_and(|at| at.elapsed() < CACHE_TTL)
+    }
+
+    fn remember(&self, fingerprint: [u8; 32]) {
+        let mut verified = self.verified.lock().expect("lock");
+        if verified.len() >= CACHE_CAPACITY {
+            verified.retain(|_, at| at.elapsed() < CACHE_TTL);
+        }
+        if verified.len() >= CACHE_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(fingerprint, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials;
+
+    #[tokio::test]
+    async fn accepts_generated_credentials_and_nothing_else() {
+        let (client, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(&api_key);
+        let good = PresentedCredentials {
+            decryption_key: &client.decryption_key,
+            salt: &client.salt,
+            comparison_key: &client.key,
+        };
+        assert_eq!(auth.verify(good).await, Ok(()));
+        // Served from the cache the second time.
+        assert_eq!(auth.verify(good).await, Ok(()));
+        let wrong_key = PresentedCredentials {
+            comparison_key: "x",
+            ..good
+        };
+        assert_eq!(auth.verify(wrong_key).await, Err(AuthError));
+        let wrong_salt = PresentedCredentials { salt: "00", ..good };
+        assert_eq!(auth.verify(wrong_salt).await, Err(AuthError));
+        let empty = PresentedCredentials {
+            decryption_key: "",
+            ..good
+        };
+        assert_eq!(auth.verify(empty).await, Err(AuthError));
+    }
+}

@@ -1,0 +1,153 @@
+//! The command line: `serve`, `keygen` and `credentials`, with flags, environment and `.env`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config;
+use crate::credentials;
+use crate::keys::{self, KeygenOutcome};
+
+/// blobprox: an HTTP proxy that encrypts files on their way into Azure Blob Storage.
+#[derive(Debug, Parser)]
+#[command(name = "blobprox", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Serve(ServeArgs),
+    /// Write the proxy's key files (RSA-2048 pair and static key) into a directory.
+    Keygen(KeygenArgs),
+    /// Write a new set of API credentials and print the values clients and the proxy need.
+    Credentials(CredentialsArgs),
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `blobprox serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The encrypted API key (a Fernet token) that request credentials are checked against.
+    /// Unset in a development start: made under --dev-dir on first start.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Storage: https://ACCOUNT.blob.core.windows.net, file:///absolute/dir or memory://.
+    /// Unset: the local directory --data-dir.
+    #[arg(long, env = "STORAGE_URL")]
+    pub storage_url: Option<String>,
+    /// Directory of the key files. Unset in a development start: --dev-dir/keys, made on first
+    /// start; with PROD=true: /.keys.
+    #[arg(long, env = "KEY_VAULT_PATH")]
+    pub key_vault_path: Option<PathBuf>,
+    /// JSON file with tenantId, clientId and clientSecret of an Azure service principal.
+    #[arg(long, env = "STORAGE_CREDS", default_value = "/.secrets/creds.json")]
+    pub storage_creds: PathBuf,
+    /// Production mode: info logs in JSON, and missing keys or API_KEY are start-up errors.
+    #[arg(long, env = "PROD", default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub prod: bool,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8082)]
+    pub port: u16,
+    /// Directory of the embedded local storage, used when STORAGE_URL is unset.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Where a development start keeps the keys and credentials it makes.
+    #[arg(long, env = "DEV_DIR", default_value = "./.blobprox")]
+    pub dev_dir: PathBuf,
+    /// Encrypt every upload with symmetric_key.key, as the original did, instead of a fresh key
+    /// per blob.
+    #[arg(long, env = "STATIC_DATA_KEY", default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub static_data_key: bool,
+    /// Largest accepted upload in bytes (unset: no limit).
+    #[arg(long, env = "MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Largest `public-keys` form field in bytes.
+    #[arg(long, env = "MAX_PUBLIC_KEYS_BYTES", default_value_t = 64 * 1024)]
+    pub max_public_keys_bytes: usize,
+    /// Most recipients in one upload.
+    #[arg(long, env = "MAX_RECIPIENTS", default_value_t = 100)]
+    pub max_recipients: usize,
+    /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Log style (default: json with PROD=true, else text).
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Options of `blobprox keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory to write rsa_private_key.pem, rsa_public_key.pem and symmetric_key.key into.
+    #[arg(short = 'p', long = "path", env = "KEY_VAULT_PATH")]
+    pub path: PathBuf,
+    /// Replace existing key files (anything encrypted for the old key pair becomes unreadable).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `blobprox credentials`.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Directory to write <ts>_blobprox.json and <ts>_blobprox_encrypted.key into.
+    #[arg(short = 'p', long = "path")]
+    pub path: PathBuf,
+}
+
+/// Runs a parsed command line; the exit code reports success.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => crate::server::serve(args),
+        Command::Keygen(args) => keygen(&args),
+        Command::Credentials(args) => make_credentials(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("blobprox: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> Result<(), String> {
+    match keys::generate_key_files(&args.path, args.force).map_err(|e| e.to_string())? {
+        KeygenOutcome::Created => println!("wrote new keys to {}", args.path.display()),
+        KeygenOutcome::KeptExisting => println!(
+            "keys already present in {}; left unchanged (use --force to replace them)",
+            args.path.display()
+        ),
+    }
+    Ok(())
+}
+
+fn make_credentials(args: &CredentialsArgs) -> Result<(), String> {
+    let (client, api_key) = credentials::generate().map_err(|e| e.to_string())?;
+    let files =
+        credentials::write_files(&args.path, &client, &api_key).map_err(|e| e.to_string())?;
+    println!(
+        "wrote {} and {}",
+        files.client.display(),
+        files.api_key.display()
+    );
+    println!("{}", config::credentials_banner(&client, &api_key));
+    Ok(())
+}

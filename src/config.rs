@@ -1,0 +1,127 @@
+//! Turning `serve` options into a working configuration, including the development start that
+//! makes its own keys and credentials.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::ServeArgs;
+use crate::credentials::{self, ClientCredentials};
+use crate::crypto::fernet::TOKEN_TEXT_PREFIX;
+use crate::http::{Limits, UploadPolicy};
+use crate::keys::{self, KeygenOutcome, ProxyKeys};
+use crate::storage::Backend;
+
+/// Key directory of a production start without KEY_VAULT_PATH, as in the original.
+const PRODUCTION_KEY_DIR: &str = "/.keys";
+
+/// Everything `serve` needs, resolved and checked.
+pub struct ServeConfig {
+    /// The proxy's keys.
+    pub keys: ProxyKeys,
+    /// Where they were read from.
+    pub key_dir: PathBuf,
+    /// The `API_KEY` token.
+    pub api_key: String,
+    /// Which storage to use.
+    pub backend: Backend,
+    /// Request limits.
+    pub limits: Limits,
+    /// Upload encryption choices.
+    pub upload_policy: UploadPolicy,
+    /// Lines to show the operator at start (where things are, what to send).
+    pub notices: Vec<String>,
+}
+
+/// Resolves the options. A development start (no PROD, no KEY_VAULT_PATH) makes missing keys and
+/// credentials under `--dev-dir`; otherwise their absence is an error.
+pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let development = !args.prod && args.key_vault_path.is_none();
+    let mut notices = Vec::new();
+    let key_dir = match (&args.key_vault_path, development) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => args.dev_dir.join("keys"),
+        (None, false) => PathBuf::from(PRODUCTION_KEY_DIR),
+    };
+    if development {
+        match keys::generate_key_files(&key_dir, false).map_err(|e| e.to_string())? {
+            KeygenOutcome::Created => {
+                notices.push(format!("created new keys in {}", key_dir.display()))
+            }
+            KeygenOutcome::KeptExisting => notices.push(format!("keys: {}", key_dir.display())),
+        }
+    } else if !keys::key_files_present(&key_dir) {
+        return Err(format!(
+            "no key files in {}: run `blobprox keygen -p {}` or set KEY_VAULT_PATH",
+            key_dir.display(),
+            key_dir.display()
+        ));
+    }
+    let keys = keys::load_key_files(&key_dir).map_err(|e| e.to_string())?;
+
+    let api_key = match (&args.api_key, development) {
+        (Some(api_key), _) => api_key.trim().to_owned(),
+        (None, true) => development_api_key(&args.dev_dir.join("credentials"), &mut notices)?,
+        (None, false) => {
+            return Err(
+                "API_KEY is not set: run `blobprox credentials -p DIR` and set API_KEY to \
+                        the content of DIR/<ts>_blobprox_encrypted.key"
+                    .into(),
+            );
+        }
+    };
+    if !api_key.as_bytes().starts_with(TOKEN_TEXT_PREFIX) {
+        return Err("API_KEY is not a Fernet token (it should start with gAAAAA)".into());
+    }
+
+    let backend = match &args.storage_url {
+        Some(url) => Backend::from_url(url).map_err(|e| e.to_string())?,
+        None => Backend::Local(absolute(&args.data_dir)),
+    };
+    Ok(ServeConfig {
+        keys,
+        key_dir,
+        api_key,
+        backend,
+        limits: Limits {
+            max_public_keys_bytes: args.max_public_keys_bytes,
+            max_recipients: args.max_recipients,
+            max_upload_bytes: args.max_upload_bytes,
+            ..Limits::default()
+        },
+        upload_policy: UploadPolicy {
+            static_data_key: args.static_data_key,
+        },
+        notices,
+    })
+}
+
+/// The newest credentials in `dir`, or new ones written there and announced.
+fn development_api_key(dir: &Path, notices: &mut Vec<String>) -> Result<String, String> {
+    if let Some((_, api_key)) = credentials::find_latest(dir).map_err(|e| e.to_string())? {
+        notices.push(format!(
+            "credentials: {} (send the values of its *_blobprox.json)",
+            dir.display()
+        ));
+        return Ok(api_key);
+    }
+    let (client, api_key) = credentials::generate().map_err(|e| e.to_string())?;
+    let files = credentials::write_files(dir, &client, &api_key).map_err(|e| e.to_string())?;
+    notices.push(format!(
+        "created new credentials in {}",
+        files.client.display()
+    ));
+    notices.push(credentials_banner(&client, &api_key));
+    Ok(api_key)
+}
+
+/// The values an operator hands out: the three request headers, and `API_KEY` for the proxy.
+pub fn credentials_banner(client: &ClientCredentials, api_key: &str) -> String {
+    format!(
+        "send these headers with every request:\n  x-decryption-key: {}\n  x-salt: {}\n  \
+         x-comparison-key: {}\nand start the proxy with:\n  API_KEY={}",
+        client.decryption_key, client.salt, client.key, api_key
+    )
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}

@@ -1,0 +1,255 @@
+//! `POST /upload/{container}/{blob}`: a multipart form whose `file` is encrypted as it streams in.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::extract::BlobPath;
+use super::{AppState, Limits};
+use crate::crypto::data_key::DataKey;
+use crate::crypto::rsa::RecipientKey;
+use crate::storage::{BlobName, Container};
+use crate::transfer::BlobWriter;
+
+/// Largest `overwrite` value worth reading.
+const MAX_OVERWRITE_BYTES: usize = 64;
+
+/// The upload answer, under the original's names and the seed README's names alike.
+#[derive(Debug, Serialize)]
+pub struct UploadResponse {
+    filename: String,
+    decryption_keys: BTreeMap<String, String>,
+    file_name: String,
+    keys: BTreeMap<String, String>,
+}
+
+/// Encrypts the uploaded file into storage and returns its data key wrapped for each recipient.
+pub async fn upload(
+    State(state): State<AppState>,
+    target: BlobPath,
+    request: Request,
+) -> Result<Json<UploadResponse>, ApiError> {
+    let container = state.storage.container(&target.container).await?;
+    let data_key = if state.upload_policy.static_data_key {
+        state.keys.symmetric_key.clone()
+    } else {
+        DataKey::generate().map_err(|e| ApiError::Transfer(e.into()))?
+    };
+    let form = receive_form(request, &state.limits, &container, &target.blob, &data_key).await?;
+    let mut decryption_keys = BTreeMap::new();
+    for (id, recipient) in &form.recipients {
+        let wrapped = recipient
+            .wrap_key(&data_key)
+            .map_err(|e| ApiError::Transfer(e.into()))?;
+        decryption_keys.insert(id.clone(), wrapped);
+    }
+    form.writer.commit(form.overwrite).await?;
+    let name = target.blob.as_str().to_owned();
+    Ok(Json(UploadResponse {
+        filename: name.clone(),
+        decryption_keys: decryption_keys.clone(),
+        file_name: name,
+        keys: decryption_keys,
+    }))
+}
+
+/// A fully received form: the file is staged, not yet published.
+struct UploadForm {
+    recipients: Vec<(String, RecipientKey)>,
+    overwrite: bool,
+    writer: BlobWriter,
+}
+
+/// Reads the form in whatever order its fields come, streaming `file` into a staged blob.
+async fn receive_form(
+    request: Request,
+    limits: &Limits,
+    container: &Container,
+    blob: &BlobName,
+    data_key: &DataKey,
+) -> Result<UploadForm, ApiError> {
+    let boundary = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| multer::parse_boundary(value).ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "expected a multipart/form-data body with a boundary in its Content-Type".into(),
+            )
+        })?;
+    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
+    let mut recipients = None;
+    let mut overwrite = None;
+    let mut writer: Option<BlobWriter> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let repeated =
+            || ApiError::BadRequest(format!("form field {name:?} is given more than once"));
+        match name.as_str() {
+            "public-keys" => {
+                if recipients.is_some() {
+                    return Err(repeated());
+                }
+                let text =
+                    read_text(&mut field, "public-keys", limits.max_public_keys_bytes).await?;
+                recipients = Some(parse_recipients(&text, limits.max_recipients)?);
+            }
+            "overwrite" => {
+                if overwrite.is_some() {
+                    return Err(repeated());
+                }
+                let text = read_text(&mut field, "overwrite", MAX_OVERWRITE_BYTES).await?;
+                overwrite = Some(parse_bool(&text)?);
+            }
+            "file" => {
+                if writer.is_some() {
+                    return Err(repeated());
+                }
+                // Refuse early when the answer is already certain; the commit re-checks atomically.
+                if overwrite == Some(false) && container.exists(blob).await? {
+                    return Err(crate::storage::StorageError::AlreadyExists.into());
+                }
+                let mut staged = BlobWriter::start(container, blob, data_key).await?;
+                while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                    staged.write(&chunk).await?;
+                    if let Some(max) = limits.max_upload_bytes
+                        && staged.plaintext_len() > max
+                    {
+                        return Err(ApiError::TooLarge(format!(
+                            "the file is larger than the limit of {max} bytes"
+                        )));
+                    }
+                }
+                writer = Some(staged);
+            }
+            // FastAPI ignores fields it does not know; so does blobprox.
+            _ => while field.chunk().await.map_err(malformed)?.is_some() {},
+        }
+    }
+    match (recipients, writer) {
+        (Some(recipients), Some(writer)) => Ok(UploadForm {
+            recipients,
+            overwrite: overwrite.unwrap_or(false),
+            writer,
+        }),
+        (recipients, writer) => {
+            let mut missing = Vec::new();
+            if recipients.is_none() {
+                missing.push("public-keys");
+            }
+            if writer.is_none() {
+                missing.push("file");
+            }
+            Err(ApiError::MissingFields(missing))
+        }
+    }
+}
+
+fn malformed(error: multer::Error) -> ApiError {
+    ApiError::BadRequest(format!("malformed multipart body: {error}"))
+}
+
+/// Reads a small text field, refusing more than `max` bytes or non-UTF-8 content.
+async fn read_text(
+    field: &mut multer::Field<'_>,
+    name: &str,
+    max: usize,
+) -> Result<String, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(ApiError::TooLarge(format!(
+                "form field {name:?} is larger than the limit of {max} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest(format!("form field {name:?} is not UTF-8 text")))
+}
+
+/// Parses `public-keys`: a non-empty JSON object of recipient id → RSA public key PEM.
+fn parse_recipients(
+    text: &str,
+    max_recipients: usize,
+) -> Result<Vec<(String, RecipientKey)>, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("public-keys: {why}"));
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    let serde_json::Value::Object(entries) = value else {
+        return Err(bad(
+            "must be a JSON object of recipient id to public key PEM".into(),
+        ));
+    };
+    if entries.is_empty() {
+        return Err(bad("names no recipient".into()));
+    }
+    if entries.len() > max_recipients {
+        return Err(bad(format!(
+            "names {} recipients; at most {max_recipients} are allowed",
+            entries.len()
+        )));
+    }
+    entries
+        .into_iter()
+        .map(|(id, pem)| {
+            let serde_json::Value::String(pem) = pem else {
+                return Err(bad(format!(
+                    "recipient {id:?}: the value must be a PEM string"
+                )));
+            };
+            let key = RecipientKey::from_pem(&pem)
+                .map_err(|e| bad(format!("recipient {id:?}: the public key {e}")))?;
+            Ok((id, key))
+        })
+        .collect()
+}
+
+/// Parses the `overwrite` field the way form users write booleans.
+fn parse_bool(text: &str) -> Result<bool, ApiError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ApiError::BadRequest(format!(
+            "overwrite must be one of true/false/1/0/yes/no/on/off, not {text:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_in_any_case() {
+        for (text, expected) in [("TRUE", true), ("on", true), (" 0 ", false), ("No", false)] {
+            assert_eq!(parse_bool(text).unwrap(), expected);
+        }
+        assert!(parse_bool("maybe").is_err());
+        assert!(parse_bool("").is_err());
+    }
+
+    #[test]
+    fn recipients_must_be_a_non_empty_object_of_pems() {
+        for text in [
+            "[]",
+            "{}",
+            "\"x\"",
+            "{\"a\": 1}",
+            "{\"a\": \"not a pem\"}",
+            "not json",
+        ] {
+            let error = parse_recipients(text, 100).err().expect(text);
+            assert!(matches!(error, ApiError::BadRequest(_)), "{text}");
+        }
+        let error = parse_recipients("{\"clinic-a\": \"garbage\"}", 100)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("clinic-a"));
+    }
+}

@@ -1,0 +1,74 @@
+//! Starting the proxy: logging, state, listener and shutdown on signals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::auth::Authenticator;
+use crate::cli::{LogFormat, ServeArgs};
+use crate::config;
+use crate::http::{self, AppState};
+use crate::storage::Storage;
+
+/// Runs `blobprox serve` until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = config::resolve(&args)?;
+    init_logging(&args);
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
+    runtime.block_on(async move {
+        let storage = Storage::open(config.backend.clone()).map_err(|e| e.to_string())?;
+        let state = AppState {
+            keys: Arc::new(config.keys),
+            storage: Arc::new(storage),
+            auth: Arc::new(Authenticator::new(&config.api_key)),
+            limits: config.limits,
+            upload_policy: config.upload_policy,
+        };
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        for notice in &config.notices {
+            println!("{notice}");
+        }
+        println!("storage: {}", config.backend.describe());
+        println!("listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
+        let grace = Duration::from_secs(args.shutdown_grace_secs);
+        http::serve(listener, http::router(state), shutdown_signal(), grace)
+            .await
+            .map_err(|e| format!("server failed: {e}"))?;
+        tracing::info!("blobprox stopped");
+        Ok(())
+    })
+}
+
+fn init_logging(args: &ServeArgs) {
+    let default_level = if args.prod { "info" } else { "debug" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_level},hyper=info,h2=info,reqwest=info"))
+    });
+    let format = args.log_format.unwrap_or(if args.prod {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing transfers in flight");
+}

@@ -1,0 +1,494 @@
+//! Where ciphertext lives: containers of named blobs behind the `object_store` crate.
+//!
+//! Every upload is staged under a private name and moved into place only when complete, so a
+//! reader never sees a partial blob and a failed upload leaves the old blob (or none) in place.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use thiserror::Error;
+
+/// Prefix under which uploads are staged inside a container; blob names may not start with it.
+pub const STAGING_PREFIX: &str = ".blobprox-staging";
+
+/// Size of the parts an upload is cut into on its way to storage.
+const UPLOAD_PART_SIZE: usize = 4 * 1024 * 1024;
+/// Parts written concurrently per upload; with the part size this bounds an upload's memory.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
+/// Longest path segment a local filesystem stores (NAME_MAX on Linux).
+const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
+
+/// Storage failures, in terms a client can act on.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The container does not exist.
+    #[error("container not found")]
+    ContainerNotFound,
+    /// The blob does not exist.
+    #[error("blob not found")]
+    BlobNotFound,
+    /// A blob already has the name and overwriting was not asked for.
+    #[error("blob already exists")]
+    AlreadyExists,
+    /// The blob changed while it was being read.
+    #[error("the blob changed while it was being read")]
+    Changed,
+    /// The name cannot be stored on this backend.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The storage service refused this proxy's own credentials.
+    #[error("storage refused the proxy's credentials: {0}")]
+    Unauthorized(String),
+    /// The storage service failed or could not be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The storage URL or its settings are unusable.
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(error: object_store::Error) -> Self {
+        use object_store::Error as E;
+        match error {
+            E::NotFound { .. } => StorageError::BlobNotFound,
+            E::AlreadyExists { .. } => StorageError::AlreadyExists,
+            E::Precondition { .. } | E::NotModified { .. } => StorageError::Changed,
+            E::InvalidPath { .. } => {
+                StorageError::InvalidName("the blob name cannot be stored on this backend".into())
+            }
+            E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
+                StorageError::Unauthorized(source.to_string())
+            }
+            other => StorageError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A container name that Azure accepts: 3–63 of `a-z`, `0-9`, single `-`, alphanumeric ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerName(String);
+
+impl ContainerName {
+    /// Checks `name` against Azure's container naming rules.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let valid_chars = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let alnum_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if (3..=63).contains(&name.len()) && valid_chars && alnum_ends && !name.contains("--") {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "invalid container name {name:?}: use 3 to 63 lowercase letters, digits and single \
+                 hyphens, starting and ending with a letter or digit"
+            ))
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A blob name: 1–1024 characters, `/`-separated segments that are neither empty nor `.`/`..`,
+/// no control characters, and not under [`STAGING_PREFIX`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobName(String);
+
+impl BlobName {
+    /// Checks `name` against the naming rules above.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let length = name.chars().count();
+        if !(1..=1024).contains(&length) {
+            return Err(format!(
+                "invalid blob name: it has {length} characters; 1 to 1024 are allowed"
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("invalid blob name: it contains a NUL or control character".into());
+        }
+        if name
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err("invalid blob name: it has an empty, '.' or '..' path segment".into());
+        }
+        if name.split('/').next() == Some(STAGING_PREFIX) {
+            return Err(format!(
+                "invalid blob name: names under {STAGING_PREFIX}/ are reserved"
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn path(&self) -> Result<Path, StorageError> {
+        Path::parse(&self.0)
+            .map_err(|e| StorageError::InvalidName(format!("invalid blob name: {e}")))
+    }
+}
+
+/// Which service holds the containers.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A local directory; container `C` is its subdirectory `C`, blob `N` the file `C/N`.
+    Local(PathBuf),
+    /// Process memory; every valid container name exists. For tests.
+    Memory,
+}
+
+impl Backend {
+    /// Reads a `STORAGE_URL`: `file:///absolute/dir` or `memory://`.
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(StorageError::Config(format!(
+                    "{url}: a file URL needs an absolute path, as in file:///srv/blobs"
+                )));
+            }
+            Ok(Backend::Local(PathBuf::from(path)))
+        } else if url == "memory://" || url == "memory:///" {
+            Ok(Backend::Memory)
+        } else {
+            Err(StorageError::Config(format!(
+                "{url}: STORAGE_URL must be file:///absolute/dir or memory://"
+            )))
+        }
+    }
+
+    /// A one-line description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Local(dir) => format!("local directory {}", dir.display()),
+            Backend::Memory => "memory (nothing is kept after exit)".into(),
+        }
+    }
+}
+
+/// All containers of one backend, each store built once and reused.
+pub struct Storage {
+    backend: Backend,
+    stores: RwLock<HashMap<ContainerName, Arc<dyn ObjectStore>>>,
+}
+
+impl Storage {
+    /// Opens the backend; a local directory is created when missing.
+    pub fn open(backend: Backend) -> Result<Self, StorageError> {
+        if let Backend::Local(dir) = &backend {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Config(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(Self {
+            backend,
+            stores: RwLock::default(),
+        })
+    }
+
+    /// The backend this storage was opened on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Checks that the backend answers; the reason when it does not.
+    pub async fn check_reachable(&self) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local(dir) => match tokio::fs::metadata(dir).await {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(StorageError::Unavailable(format!(
+                    "{} is not a directory",
+                    dir.display()
+                ))),
+                Err(e) => Err(StorageError::Unavailable(format!("{}: {e}", dir.display()))),
+            },
+            Backend::Memory => Ok(()),
+        }
+    }
+
+    /// The container `name`, or [`StorageError::ContainerNotFound`].
+    pub async fn container(&self, name: &ContainerName) -> Result<Container, StorageError> {
+        if let Backend::Local(root) = &self.backend {
+            let dir = root.join(name.as_str());
+            if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+                return Err(StorageError::ContainerNotFound);
+            }
+        }
+        if let Some(store) = self.stores.read().expect("lock").get(name) {
+            return Ok(self.wrap(store.clone()));
+        }
+        let store: Arc<dyn ObjectStore> = match &self.backend {
+            Backend::Local(root) => Arc::new(
+                LocalFileSystem::new_with_prefix(root.join(name.as_str()))
+                    .map_err(StorageError::from)?,
+            ),
+            Backend::Memory => Arc::new(InMemory::new()),
+        };
+        let mut stores = self.stores.write().expect("lock");
+        let store = stores.entry(name.clone()).or_insert(store).clone();
+        Ok(self.wrap(store))
+    }
+
+    fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
+        Container {
+            store,
+            max_segment_bytes: match self.backend {
+                Backend::Local(_) => Some(LOCAL_MAX_SEGMENT_BYTES),
+                Backend::Memory => None,
+            },
+        }
+    }
+}
+
+/// Facts about a stored blob.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    /// Size of the stored (encrypted) blob in bytes.
+    pub size: u64,
+    /// Version tag; reads pinned to it fail with [`StorageError::Changed`] if the blob is replaced.
+    pub etag: Option<String>,
+}
+
+/// One container: reads, and staged writes.
+#[derive(Clone)]
+pub struct Container {
+    store: Arc<dyn ObjectStore>,
+    max_segment_bytes: Option<usize>,
+}
+
+impl Container {
+    fn path(&self, blob: &BlobName) -> Result<Path, StorageError> {
+        if let Some(max) = self.max_segment_bytes
+            && blob.as_str().split('/').any(|s| s.len() > max)
+        {
+            return Err(StorageError::InvalidName(format!(
+                "invalid blob name: a path segment is longer than {max} bytes, which this \
+                 backend cannot store"
+            )));
+        }
+        blob.path()
+    }
+
+    /// Size and version of a blob.
+    pub async fn head(&self, blob: &BlobName) -> Result<BlobInfo, StorageError> {
+        let meta = self.store.head(&self.path(blob)?).await?;
+        Ok(BlobInfo {
+            size: meta.size,
+            etag: meta.e_tag,
+        })
+    }
+
+    /// Whether a blob of that name exists.
+    pub async fn exists(&self, blob: &BlobName) -> Result<bool, StorageError> {
+        match self.head(blob).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::BlobNotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams `range` of the blob (all of it for `None`), failing if it no longer matches `info`.
+    pub async fn read(
+        &self,
+        blob: &BlobName,
+        info: &BlobInfo,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        let options = GetOptions {
+            if_match: info.etag.clone(),
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result = self.store.get_opts(&self.path(blob)?, options).await?;
+        Ok(result.into_stream().map_err(StorageError::from).boxed())
+    }
+
+    /// Starts a staged upload that becomes visible only through [`StagedBlob::commit`].
+    pub async fn stage(&self, blob: &BlobName) -> Result<StagedBlob, StorageError> {
+        let target = self.path(blob)?;
+        let staging = Path::from(format!("{STAGING_PREFIX}/{}", uuid::Uuid::new_v4()));
+        let upload = self.store.put_multipart(&staging).await?;
+        Ok(StagedBlob {
+            store: self.store.clone(),
+            staging,
+            target,
+            writer: Some(WriteMultipart::new_with_chunk_size(
+                upload,
+                UPLOAD_PART_SIZE,
+            )),
+            settled: false,
+        })
+    }
+}
+
+/// An upload in progress under a private name. Dropped without commit, it is removed.
+pub struct StagedBlob {
+    store: Arc<dyn ObjectStore>,
+    staging: Path,
+    target: Path,
+    writer: Option<WriteMultipart>,
+    settled: bool,
+}
+
+impl StagedBlob {
+    /// Appends bytes, waiting while too many parts are in flight.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        let writer = self.writer.as_mut().expect("writer present until commit");
+        writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
+        writer.put(bytes);
+        Ok(())
+    }
+
+    /// Completes the upload and moves it to its name; with `overwrite` false, only if the name is
+    /// free at that instant.
+    pub async fn commit(mut self, overwrite: bool) -> Result<(), StorageError> {
+        let writer = self.writer.take().expect("writer present until commit");
+        writer.finish().await?;
+        let moved = if overwrite {
+            self.store.rename(&self.staging, &self.target).await
+        } else {
+            self.store
+                .rename_if_not_exists(&self.staging, &self.target)
+                .await
+        };
+        if moved.is_ok() {
+            self.settled = true;
+        }
+        moved.map_err(StorageError::from)
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let writer = self.writer.take();
+        let store = self.store.clone();
+        let staging = self.staging.clone();
+        // Best effort: the request that owned this upload is gone, so nobody awaits the cleanup.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(writer) = writer {
+                    let _ = writer.abort().await;
+                }
+                let _ = store.delete(&staging).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(name: &str) -> BlobName {
+        BlobName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn container_names_follow_azure_rules() {
+        for good in ["abc", "my-container-1", &"a".repeat(63)] {
+            assert!(ContainerName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ab",
+            "ABC",
+            "a--b",
+            "-abc",
+            "abc-",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+            "ab c",
+        ] {
+            assert!(ContainerName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn blob_names_refuse_traversal_and_control_characters() {
+        for good in ["a", "dir/file.txt", "ünïcødé/文件.csv", "a..b", ".hidden"] {
+            assert!(BlobName::parse(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(1025);
+        for bad in [
+            "", "../x", "a/../b", "./a", "a//b", "/a", "a/", "a\0b", "a\nb", &long,
+        ] {
+            assert!(BlobName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(BlobName::parse(".blobprox-staging/x").is_err());
+    }
+
+    async fn read_all(container: &Container, name: &BlobName) -> Vec<u8> {
+        let info = container.head(name).await.unwrap();
+        let chunks: Vec<Bytes> = container
+            .read(name, &info, None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn staged_upload_is_invisible_until_commit() {
+        let storage = Storage::open(Backend::Memory).unwrap();
+        let container = storage
+            .container(&ContainerName::parse("test").unwrap())
+            .await
+            .unwrap();
+        let name = blob("a/b");
+        let mut staged = container.stage(&name).await.unwrap();
+        staged.write(Bytes::from_static(b"hello")).await.unwrap();
+        assert!(!container.exists(&name).await.unwrap());
+        staged.commit(false).await.unwrap();
+        assert_eq!(read_all(&container, &name).await, b"hello");
+    }
+
+    #[tokio::test]
+    async fn create_only_commit_keeps_the_existing_blob() {
+        let storage = Storage::open(Backend::Memory).unwrap();
+        let container = storage
+            .container(&ContainerName::parse("test").unwrap())
+            .await
+            .unwrap();
+        let name = blob("x");
+        for (content, overwrite) in [(&b"first"[..], false), (b"second", false), (b"third", true)] {
+            let mut staged = container.stage(&name).await.unwrap();
+            staged.write(Bytes::copy_from_slice(content)).await.unwrap();
+            let result = staged.commit(overwrite).await;
+            assert_eq!(result.is_ok(), content != b"second");
+        }
+        assert_eq!(read_all(&container, &name).await, b"third");
+    }
+
+    #[tokio::test]
+    async fn local_containers_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(Backend::Local(dir.path().to_owned())).unwrap();
+        let name = ContainerName::parse("present").unwrap();
+        assert!(matches!(
+            storage.container(&name).await,
+            Err(StorageError::ContainerNotFound)
+        ));
+        std::fs::create_dir(dir.path().join("present")).unwrap();
+        assert!(storage.container(&name).await.is_ok());
+    }
+}
