@@ -1,0 +1,236 @@
+//! A real blobprox router on an ephemeral port, with keys, credentials and a container, and a
+//! client that speaks to it as the Python clients do.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use blobprox::auth::Authenticator;
+use blobprox::credentials::{self, ClientCredentials};
+use blobprox::http::{self, AppState, Limits, UploadPolicy};
+use blobprox::keys::{self, ProxyKeys};
+use blobprox::storage::{Backend, Storage};
+use reqwest::multipart::{Form, Part};
+use reqwest::{Client, RequestBuilder, Response};
+use tempfile::TempDir;
+
+/// The container every test server has.
+pub const CONTAINER: &str = "test";
+
+/// Key files and credentials shared by every server of a test binary (RSA generation is slow).
+pub struct Secrets {
+    pub key_dir: TempDir,
+    pub client: ClientCredentials,
+    pub api_key: String,
+}
+
+pub static SECRETS: LazyLock<Secrets> = LazyLock::new(|| {
+    let key_dir = tempfile::tempdir().unwrap();
+    keys::generate_key_files(key_dir.path(), false).unwrap();
+    let (client, api_key) = credentials::generate().unwrap();
+    Secrets {
+        key_dir,
+        client,
+        api_key,
+    }
+});
+
+/// Options of a test server.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub limits: Limits,
+    pub upload_policy: UploadPolicy,
+}
+
+/// A running server over a fresh local data directory.
+pub struct TestServer {
+    pub url: String,
+    pub data_dir: TempDir,
+    pub http: Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
+        let storage = Storage::open(Backend::Local(data_dir.path().to_owned())).unwrap();
+        let state = AppState {
+            keys: Arc::new(load_keys()),
+            storage: Arc::new(storage),
+            auth: Arc::new(Authenticator::new(&SECRETS.api_key)),
+            limits: options.limits,
+            upload_policy: options.upload_policy,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(http::serve(
+            listener,
+            http::router(state),
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        Self {
+            url,
+            data_dir,
+            http: Client::new(),
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// The file that holds blob `name` of the test container.
+    pub fn blob_file(&self, name: &str) -> PathBuf {
+        self.data_dir.path().join(CONTAINER).join(name)
+    }
+
+    /// A request with valid credentials.
+    pub fn authed(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        with_credentials(self.http.request(method, format!("{}{path}", self.url)))
+    }
+
+    /// The proxy's public key PEM, from the API.
+    pub async fn public_key(&self) -> String {
+        let response = self
+            .authed(reqwest::Method::GET, "/key/public")
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["public_key"].as_str().unwrap().to_owned()
+    }
+
+    /// Uploads `content` as blob `name` for one recipient ("me", this proxy).
+    pub async fn upload(&self, name: &str, content: &[u8], overwrite: Option<&str>) -> Response {
+        let recipients = serde_json::json!({ "me": self.public_key().await }).to_string();
+        let mut form = Form::new().text("public-keys", recipients);
+        if let Some(overwrite) = overwrite {
+            form = form.text("overwrite", overwrite.to_owned());
+        }
+        form = form.part(
+            "file",
+            Part::bytes(content.to_vec()).file_name("upload.bin"),
+        );
+        self.authed(
+            reqwest::Method::POST,
+            &format!("/upload/{CONTAINER}/{name}"),
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Uploads and returns this proxy's wrapped key, asserting success.
+    pub async fn upload_ok(&self, name: &str, content: &[u8]) -> String {
+        let response = self.upload(name, content, Some("true")).await;
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["decryption_keys"]["me"].as_str().unwrap().to_owned()
+    }
+
+    /// Downloads blob `name` with the wrapped key in the `decryption-key` form field.
+    pub async fn download(&self, name: &str, wrapped: &str) -> Response {
+        self.authed(
+            reqwest::Method::GET,
+            &format!("/download/{CONTAINER}/{name}"),
+        )
+        .form(&[("decryption-key", wrapped)])
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Names of the files under the test container (recursively), staging area included.
+    pub fn stored_files(&self) -> Vec<String> {
+        let root = self.data_dir.path().join(CONTAINER);
+        let mut found = Vec::new();
+        collect_files(&root, &root, &mut found);
+        found.sort();
+        found
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(root, &path, found);
+        } else {
+            found.push(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// The shared key files, loaded.
+pub fn load_keys() -> ProxyKeys {
+    keys::load_key_files(SECRETS.key_dir.path()).unwrap()
+}
+
+/// Adds the three credential headers.
+pub fn with_credentials(request: RequestBuilder) -> RequestBuilder {
+    request
+        .header("x-decryption-key", &SECRETS.client.decryption_key)
+        .header("x-salt", &SECRETS.client.salt)
+        .header("x-comparison-key", &SECRETS.client.key)
+}
+
+/// The JSON body of a response, which must have the given status.
+pub async fn json_with_status(response: Response, status: u16) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// The `detail` of an error response, which must have the given status.
+pub async fn detail(response: Response, status: u16) -> String {
+    let body = json_with_status(response, status).await;
+    body["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| body["detail"].to_string())
+}
+
+/// Sends a request line exactly as given (no client-side path normalisation), with credentials
+/// and no body; returns the status and body text.
+pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nx-decryption-key: {}\r\nx-salt: {}\r\n\
+         x-comparison-key: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        SECRETS.client.decryption_key, SECRETS.client.salt, SECRETS.client.key
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
