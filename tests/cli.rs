@@ -53,18 +53,29 @@ fn serve(mut command: Command, args: &[&str]) -> Served {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
+    let stdout = child.stdout.take().unwrap();
+    let mut served = Served {
+        child,
+        banner: Vec::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
         let listening = line.starts_with("listening on");
-        banner.push(line);
-        if listening {
-            return Served { child, banner };
+        served.banner.push(line);
+        if listening || Instant::now() > deadline {
+            break;
         }
     }
-    panic!("serve did not start: {banner:?}");
+    assert!(
+        served
+            .banner
+            .last()
+            .is_some_and(|l| l.starts_with("listening on")),
+        "serve did not start: {:?}",
+        served.banner
+    );
+    served
 }
 
 fn banner_value(banner: &[String], key: &str) -> String {
