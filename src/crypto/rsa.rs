@@ -57,7 +57,7 @@ impl PrivateKey {
 
     /// The PKCS#8 PEM text of the key.
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8_der.clone()))
+        encode_pem("PRIVATE KEY", &self.pkcs8_der)
     }
 
     /// The matching public key.
@@ -132,7 +132,7 @@ impl RecipientKey {
 
     /// The SubjectPublicKeyInfo PEM text of the key.
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PUBLIC KEY", self.spki_der.clone()))
+        encode_pem("PUBLIC KEY", &self.spki_der)
     }
 
     /// Wraps a data key for this recipient: standard base64 of RSA-OAEP over the key's text.
@@ -146,6 +146,12 @@ impl RecipientKey {
         )?;
         Ok(STANDARD.encode(sealed))
     }
+}
+
+/// PEM with LF line endings, as OpenSSL and Python's `cryptography` write it.
+fn encode_pem(tag: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(tag, der), config)
 }
 
 fn invalid(message: String) -> CryptoError {

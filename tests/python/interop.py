@@ -1,0 +1,253 @@
+"""Shared helpers for the Python interoperability suite: real `blobprox` processes on free ports.
+
+The suite talks to the proxy the way the original service's users did (Python `requests`) and
+checks the stored data with Python's `cryptography` (Fernet, RSA-OAEP), so that blobprox stays
+interchangeable with the FastAPI proxy it replaces. See /work/shared/API.md for the contract.
+
+Environment:
+  BLOBPROX_BIN   path of the binary to test (default: <repo>/target/debug/blobprox)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+REPO = Path(__file__).resolve().parents[2]
+BLOBPROX_BIN = Path(os.environ.get("BLOBPROX_BIN", REPO / "target" / "debug" / "blobprox"))
+CONTAINER = "interop"
+HTTP_TIMEOUT = 60
+STARTUP_TIMEOUT = 20
+
+# RSA-OAEP exactly as the original proxy used it: MGF1(SHA-256), SHA-256, no label.
+OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+# Settings the proxy reads from the environment; the tests set the ones they mean and nothing
+# from the caller's shell may leak in.
+_PROXY_ENV_VARS = (
+    "API_KEY",
+    "STORAGE_URL",
+    "KEY_VAULT_PATH",
+    "STORAGE_CREDS",
+    "PROD",
+    "HOST",
+    "PORT",
+    "DATA_DIR",
+    "DEV_DIR",
+    "STATIC_DATA_KEY",
+    "MAX_UPLOAD_BYTES",
+    "MAX_PUBLIC_KEYS_BYTES",
+    "MAX_RECIPIENTS",
+    "SHUTDOWN_GRACE_SECS",
+    "LOG_FORMAT",
+    "BLOB_FORMAT",
+    "AZURE_STORAGE_CONNECTION_STRING",
+)
+
+# requests honours HTTP(S)_PROXY; the proxy under test is always local.
+os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_ENV_VARS}
+    env.update(settings)
+    return env
+
+
+def require_binary() -> Path:
+    if not BLOBPROX_BIN.is_file():
+        pytest.fail(
+            f"blobprox binary not found at {BLOBPROX_BIN}: run `cargo build` in {REPO} "
+            "or set BLOBPROX_BIN",
+            pytrace=False,
+        )
+    return BLOBPROX_BIN
+
+
+def run_blobprox(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs a one-shot blobprox command, failing the test with its output if it fails."""
+    binary = require_binary()
+    result = subprocess.run(
+        [str(binary), *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"`blobprox {' '.join(args)}` exited with {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+            pytrace=False,
+        )
+    return result
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_credentials(creddir: Path) -> tuple[dict, str]:
+    """The `<ts>_blobprox.json` client values and the `<ts>_blobprox_encrypted.key` API_KEY."""
+    jsons = sorted(creddir.glob("*_blobprox.json"))
+    keys = sorted(creddir.glob("*_blobprox_encrypted.key"))
+    assert len(jsons) == 1, f"expected one *_blobprox.json in {creddir}, found {jsons}"
+    assert len(keys) == 1, f"expected one *_blobprox_encrypted.key in {creddir}, found {keys}"
+    client = json.loads(jsons[0].read_text())
+    assert set(client) >= {"salt", "decryption_key", "key"}, client
+    return client, keys[0].read_text().strip()
+
+
+def auth_headers(client: dict) -> dict[str, str]:
+    return {
+        "x-decryption-key": client["decryption_key"],
+        "x-salt": client["salt"],
+        "x-comparison-key": client["key"],
+    }
+
+
+@dataclass
+class Proxy:
+    """A running blobprox server and everything a test needs to talk to it and inspect it."""
+
+    url: str
+    headers: dict[str, str]
+    keydir: Path
+    datadir: Path
+    log: Path
+    process: subprocess.Popen
+    container: str = CONTAINER
+    client: dict = field(default_factory=dict)
+    api_key: str = ""
+
+    def blob_path(self, name: str, container: str | None = None) -> Path:
+        """Where the local-directory backend keeps blob `name`."""
+        return self.datadir / (container or self.container) / name
+
+    def public_key_pem(self) -> str:
+        response = requests.get(f"{self.url}/key/public", headers=self.headers, timeout=HTTP_TIMEOUT)
+        assert response.status_code == 200, response.text
+        return response.json()["public_key"]
+
+    def private_key(self):
+        pem = (self.keydir / "rsa_private_key.pem").read_bytes()
+        return serialization.load_pem_private_key(pem, password=None)
+
+    def unwrap(self, wrapped_b64: str) -> bytes:
+        """Opens a wrapped key with the proxy's private key file, as a Python proxy would."""
+        return self.private_key().decrypt(base64.b64decode(wrapped_b64, validate=True), OAEP)
+
+    def wrap(self, key_text: bytes) -> str:
+        """Wraps key text for this proxy the way the original did: base64(RSA-OAEP(text))."""
+        public = serialization.load_pem_public_key(self.public_key_pem().encode())
+        return base64.b64encode(public.encrypt(key_text, OAEP)).decode("ascii")
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError as error:
+            return f"(no log: {error})"
+
+
+class ProxyLauncher:
+    """Starts blobprox servers and stops every one of them at the end of the session."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
+        self._tmp = tmp_path_factory
+        self._running: list[tuple[subprocess.Popen, object]] = []
+
+    def start(
+        self,
+        *,
+        keydir: Path,
+        api_key: str,
+        headers: dict[str, str],
+        client: dict | None = None,
+        containers: tuple[str, ...] = (CONTAINER,),
+        extra_env: dict[str, str] | None = None,
+        name: str = "proxy",
+    ) -> Proxy:
+        binary = require_binary()
+        workdir = self._tmp.mktemp(name)
+        datadir = (workdir / "data").resolve()
+        for container in containers:
+            (datadir / container).mkdir(parents=True)
+        log = workdir / "blobprox.log"
+        port = free_port()
+        env = clean_env(
+            API_KEY=api_key,
+            KEY_VAULT_PATH=str(keydir.resolve()),
+            STORAGE_URL=datadir.as_uri(),  # file:///tmp/...
+            BLOB_FORMAT="fernet",
+            **(extra_env or {}),
+        )
+        log_file = open(log, "wb")
+        process = subprocess.Popen(
+            [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,  # no stray .env from the repository
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self._running.append((process, log_file))
+        url = f"http://127.0.0.1:{port}"
+        proxy = Proxy(
+            url=url,
+            headers=headers,
+            keydir=keydir,
+            datadir=datadir,
+            log=log,
+            process=process,
+            client=client or {},
+            api_key=api_key,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        last = "no answer yet"
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"blobprox serve exited with {process.returncode} before it was healthy; log:\n"
+                    + proxy.log_text(),
+                    pytrace=False,
+                )
+            try:
+                response = requests.get(f"{url}/healthz", timeout=2)
+                if response.status_code == 200:
+                    return proxy
+                last = f"{response.status_code} {response.text!r}"
+            except requests.RequestException as error:
+                last = repr(error)
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"blobprox did not answer GET /healthz with 200 within {STARTUP_TIMEOUT} s "
+                    f"(last: {last}); log:\n" + proxy.log_text(),
+                    pytrace=False,
+                )
+            time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for process, log_file in self._running:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+            log_file.close()
+        self._running.clear()
