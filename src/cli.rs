@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config;
 use crate::credentials;
 use crate::keys::{self, KeygenOutcome};
+use crate::transfer::BlobFormat;
 
 /// blobprox: an HTTP proxy that encrypts files on their way into Azure Blob Storage.
 #[derive(Debug, Parser)]
@@ -76,6 +77,10 @@ pub struct ServeArgs {
     /// per blob.
     #[arg(long, env = "STATIC_DATA_KEY", default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub static_data_key: bool,
+    /// Format of new blobs: stream (segmented AES-256-GCM, range reads) or fernet (readable by
+    /// the Python proxy). Both formats are always readable.
+    #[arg(long, env = "BLOB_FORMAT", value_enum, default_value_t = BlobFormat::Stream)]
+    pub blob_format: BlobFormat,
     /// Largest accepted upload in bytes (unset: no limit).
     #[arg(long, env = "MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,

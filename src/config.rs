@@ -89,6 +89,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         },
         upload_policy: UploadPolicy {
             static_data_key: args.static_data_key,
+            format: args.blob_format,
         },
         notices,
     })

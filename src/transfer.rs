@@ -1,7 +1,9 @@
 //! Moving plaintext in and out of storage: encrypt while uploading, authenticate and decrypt
 //! while downloading. Knows the blob formats and storage, nothing of HTTP.
 
-use bytes::Bytes;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -9,6 +11,7 @@ use tokio::sync::mpsc;
 use crate::crypto::CryptoError;
 use crate::crypto::data_key::DataKey;
 use crate::crypto::fernet::{self, FernetDecryptor, FernetVerifier, FernetWriter, VerifiedToken};
+use crate::crypto::stream::{self, SegmentKey, StreamHeader, StreamLayout, StreamWriter};
 use crate::storage::{BlobInfo, BlobName, Container, StagedBlob, StorageError};
 
 /// Ciphertext gathered before it is handed to storage, so parts are not made of tiny pieces.
@@ -36,7 +39,10 @@ pub enum TransferError {
 impl From<CryptoError> for TransferError {
     fn from(error: CryptoError) -> Self {
         match error {
-            CryptoError::AuthenticationFailed => TransferError::WrongKey,
+            CryptoError::KeyMismatch => TransferError::WrongKey,
+            CryptoError::AuthenticationFailed => {
+                TransferError::Corrupt("a segment failed authentication".into())
+            }
             CryptoError::MalformedToken(why) | CryptoError::Corrupt(why) => {
                 TransferError::Corrupt(why.into())
             }
@@ -45,24 +51,64 @@ impl From<CryptoError> for TransferError {
     }
 }
 
+/// The format new blobs are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BlobFormat {
+    /// blobprox's segmented AES-256-GCM format: range reads, one pass, no base64.
+    #[default]
+    Stream,
+    /// A Fernet token, readable by the Python proxy.
+    Fernet,
+}
+
+/// The encryption of one blob being written.
+enum Encoder {
+    Fernet(Box<FernetWriter>),
+    Stream(StreamWriter),
+}
+
+impl Encoder {
+    fn start(format: BlobFormat, key: &DataKey, out: &mut Vec<u8>) -> Result<Self, CryptoError> {
+        Ok(match format {
+            BlobFormat::Fernet => Encoder::Fernet(Box::new(FernetWriter::start(key, out)?)),
+            BlobFormat::Stream => Encoder::Stream(StreamWriter::start(key, out)?),
+        })
+    }
+
+    fn update(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        match self {
+            Encoder::Fernet(writer) => writer.update(plaintext, out),
+            Encoder::Stream(writer) => writer.update(plaintext, out),
+        }
+    }
+
+    fn finish(self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        match self {
+            Encoder::Fernet(writer) => writer.finish(out),
+            Encoder::Stream(writer) => writer.finish(out),
+        }
+    }
+}
+
 /// Encrypts a plaintext stream into a staged blob.
 pub struct BlobWriter {
     staged: StagedBlob,
-    encoder: FernetWriter,
+    encoder: Encoder,
     pending: Vec<u8>,
     plaintext_len: u64,
 }
 
 impl BlobWriter {
-    /// Starts a staged upload of `blob`, encrypted under `key`.
+    /// Starts a staged upload of `blob`, encrypted under `key` in `format`.
     pub async fn start(
         container: &Container,
         blob: &BlobName,
         key: &DataKey,
+        format: BlobFormat,
     ) -> Result<Self, TransferError> {
         let staged = container.stage(blob).await?;
         let mut pending = Vec::with_capacity(FLUSH_BYTES * 2);
-        let encoder = FernetWriter::start(key, &mut pending)?;
+        let encoder = Encoder::start(format, key, &mut pending)?;
         Ok(Self {
             staged,
             encoder,
@@ -109,10 +155,14 @@ impl BlobWriter {
 }
 
 /// How an opened blob is laid out.
-#[derive(Debug, Clone, Copy)]
 enum Layout {
     /// A Fernet token whose MAC has been checked.
     Fernet(VerifiedToken),
+    /// A stream blob whose key commitment and last segment have been checked.
+    Stream {
+        key: SegmentKey,
+        layout: StreamLayout,
+    },
 }
 
 /// A stored blob whose key has been checked, ready to stream its plaintext.
@@ -127,17 +177,20 @@ pub struct OpenedBlob {
 impl OpenedBlob {
     /// Finds the blob, recognises its format and checks that `key` opens it.
     ///
-    /// For a Fernet token this reads the whole blob once to check its MAC, so that no
-    /// unauthenticated byte is ever released.
+    /// For a stream blob this checks the key commitment and the last segment (so a truncated
+    /// blob is refused before any byte is sent). For a Fernet token it reads the whole blob once
+    /// to check its MAC, so that no unauthenticated byte is ever released.
     pub async fn open(
         container: Container,
         blob: BlobName,
         key: DataKey,
     ) -> Result<Self, TransferError> {
         let info = container.head(&blob).await?;
-        let prefix_len = info.size.min(fernet::TOKEN_TEXT_PREFIX.len() as u64);
-        let prefix = read_all(&container, &blob, &info, Some(0..prefix_len)).await?;
-        let layout = if prefix == fernet::TOKEN_TEXT_PREFIX {
+        let head_len = info.size.min(stream::HEADER_LEN as u64);
+        let head = read_all(&container, &blob, &info, Some(0..head_len)).await?;
+        let layout = if head.starts_with(&stream::MAGIC) {
+            open_stream(&container, &blob, &info, &key, &head).await?
+        } else if head.starts_with(fernet::TOKEN_TEXT_PREFIX) {
             Layout::Fernet(verify_fernet(&container, &blob, &info, &key).await?)
         } else {
             return Err(TransferError::Corrupt(
@@ -155,17 +208,33 @@ impl OpenedBlob {
 
     /// Length of the plaintext.
     pub fn plaintext_len(&self) -> u64 {
-        match self.layout {
+        match &self.layout {
             Layout::Fernet(verified) => verified.plaintext_len,
+            Layout::Stream { layout, .. } => layout.plaintext_len(),
         }
     }
 
-    /// Streams the plaintext. A failure after the first chunk arrives as an error item, so the
-    /// consumer can abort rather than end cleanly.
-    pub fn into_plaintext(self) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
+    /// Whether parts of the plaintext can be read alone (a Fernet token must be read whole).
+    pub fn supports_ranges(&self) -> bool {
+        matches!(self.layout, Layout::Stream { .. })
+    }
+
+    /// Streams the plaintext, or only `range` of it (non-empty and within the plaintext; only
+    /// when [`Self::supports_ranges`]). A failure after the first chunk arrives as an error
+    /// item, so the consumer can abort rather than end cleanly.
+    pub fn into_plaintext(
+        self,
+        range: Option<Range<u64>>,
+    ) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
         let (sender, receiver) = mpsc::channel(DOWNLOAD_QUEUE);
         tokio::spawn(async move {
-            if let Err(error) = self.pump(&sender).await {
+            let pumped = match &self.layout {
+                Layout::Fernet(verified) => self.pump_fernet(verified, &sender).await,
+                Layout::Stream { key, layout } => {
+                    self.pump_stream(key, layout, range, &sender).await
+                }
+            };
+            if let Err(error) = pumped {
                 let _ = sender.send(Err(error)).await;
             }
         });
@@ -174,28 +243,96 @@ impl OpenedBlob {
         })
     }
 
-    async fn pump(
+    async fn pump_fernet(
         &self,
+        verified: &VerifiedToken,
         sender: &mpsc::Sender<Result<Bytes, TransferError>>,
     ) -> Result<(), TransferError> {
-        match self.layout {
-            Layout::Fernet(verified) => {
-                let mut decryptor = FernetDecryptor::new(&self.key, &verified)?;
-                let mut chunks = self.container.read(&self.blob, &self.info, None).await?;
-                while let Some(chunk) = chunks.next().await {
-                    let mut plaintext = Vec::new();
-                    decryptor.update(&chunk?, &mut plaintext)?;
-                    if sender.send(Ok(Bytes::from(plaintext))).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                let mut plaintext = Vec::new();
-                decryptor.finish(&mut plaintext)?;
-                let _ = sender.send(Ok(Bytes::from(plaintext))).await;
-                Ok(())
+        let mut decryptor = FernetDecryptor::new(&self.key, verified)?;
+        let mut chunks = self.container.read(&self.blob, &self.info, None).await?;
+        while let Some(chunk) = chunks.next().await {
+            let mut plaintext = Vec::new();
+            decryptor.update(&chunk?, &mut plaintext)?;
+            if sender.send(Ok(Bytes::from(plaintext))).await.is_err() {
+                return Ok(());
             }
         }
+        let mut plaintext = Vec::new();
+        decryptor.finish(&mut plaintext)?;
+        let _ = sender.send(Ok(Bytes::from(plaintext))).await;
+        Ok(())
     }
+
+    async fn pump_stream(
+        &self,
+        key: &SegmentKey,
+        layout: &StreamLayout,
+        range: Option<Range<u64>>,
+        sender: &mpsc::Sender<Result<Bytes, TransferError>>,
+    ) -> Result<(), TransferError> {
+        let range = range.unwrap_or(0..layout.plaintext_len());
+        if range.is_empty() {
+            return Ok(());
+        }
+        let segments = layout.segments_for(&range);
+        let stored = layout.stored_range(&segments);
+        let stored_len = layout.stored_segment_len() as usize;
+        let mut chunks = self
+            .container
+            .read(&self.blob, &self.info, Some(stored.clone()))
+            .await?;
+        let mut buffer = BytesMut::with_capacity(stored_len * 2);
+        let mut index = segments.start;
+        let mut remaining = stored.end - stored.start;
+        while index < segments.end {
+            // The last segment may be shorter; it ends where the stored range ends.
+            let wanted = stored_len.min(remaining as usize);
+            while buffer.len() < wanted {
+                match chunks.next().await {
+                    Some(chunk) => buffer.extend_from_slice(&chunk?),
+                    None => {
+                        return Err(TransferError::Corrupt("the blob ended early".into()));
+                    }
+                }
+            }
+            let mut segment = buffer.split_to(wanted);
+            let plaintext_len = key.open_segment(layout.nonce(index), &mut segment)?;
+            segment.truncate(plaintext_len);
+            let segment_start = index * layout.segment_size();
+            let from = range.start.saturating_sub(segment_start) as usize;
+            let to = (range.end - segment_start).min(plaintext_len as u64) as usize;
+            let piece = segment.freeze().slice(from..to);
+            if sender.send(Ok(piece)).await.is_err() {
+                return Ok(());
+            }
+            remaining -= wanted as u64;
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a stream blob's header, key commitment, size and last segment.
+async fn open_stream(
+    container: &Container,
+    blob: &BlobName,
+    info: &BlobInfo,
+    data_key: &DataKey,
+    head: &[u8],
+) -> Result<Layout, TransferError> {
+    let header = StreamHeader::parse(head)?;
+    let key = SegmentKey::open(data_key, &header)?;
+    let layout = StreamLayout::new(header.segment_size, info.size)?;
+    let last = layout.segment_count() - 1;
+    let stored = layout.stored_range(&(last..last + 1));
+    let mut segment = read_all(container, blob, info, Some(stored)).await?;
+    key.open_segment(layout.nonce(last), &mut segment)
+        .map_err(|_| {
+            TransferError::Corrupt(
+                "the last segment failed authentication (truncated or altered)".into(),
+            )
+        })?;
+    Ok(Layout::Stream { key, layout })
 }
 
 async fn verify_fernet(
@@ -209,14 +346,18 @@ async fn verify_fernet(
     while let Some(chunk) = chunks.next().await {
         verifier.update(&chunk?)?;
     }
-    Ok(verifier.finish()?)
+    // Fernet cannot tell a wrong key from altered data: one MAC covers both.
+    verifier.finish().map_err(|error| match error {
+        CryptoError::AuthenticationFailed => TransferError::WrongKey,
+        other => other.into(),
+    })
 }
 
 async fn read_all(
     container: &Container,
     blob: &BlobName,
     info: &BlobInfo,
-    range: Option<std::ops::Range<u64>>,
+    range: Option<Range<u64>>,
 ) -> Result<Vec<u8>, TransferError> {
     let mut chunks = container.read(blob, info, range).await?;
     let mut out = Vec::new();
@@ -224,4 +365,91 @@ async fn read_all(
         out.extend_from_slice(&chunk?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Backend, ContainerName, Storage};
+    use futures::TryStreamExt;
+    use proptest::prelude::*;
+
+    const SEGMENT: u64 = stream::DEFAULT_SEGMENT_SIZE as u64;
+
+    async fn store(plaintext: &[u8], format: BlobFormat) -> (Container, BlobName, DataKey) {
+        let storage = Storage::open(Backend::Memory).unwrap();
+        let container = storage
+            .container(&ContainerName::parse("test").unwrap())
+            .await
+            .unwrap();
+        let name = BlobName::parse("blob").unwrap();
+        let key = DataKey::generate().unwrap();
+        let mut writer = BlobWriter::start(&container, &name, &key, format)
+            .await
+            .unwrap();
+        for piece in plaintext.chunks(10_000) {
+            writer.write(piece).await.unwrap();
+        }
+        writer.commit(false).await.unwrap();
+        (container, name, key)
+    }
+
+    async fn read(
+        (container, name, key): (Container, BlobName, DataKey),
+        range: Option<Range<u64>>,
+    ) -> Vec<u8> {
+        let opened = OpenedBlob::open(container, name, key).await.unwrap();
+        let chunks: Vec<Bytes> = opened.into_plaintext(range).try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A position near a segment boundary, or anywhere, within `0..=len`.
+    fn position(len: u64, pick: u64, near_boundary: bool) -> u64 {
+        if near_boundary && len > 0 {
+            let boundary = (pick % (len / SEGMENT + 1)) * SEGMENT;
+            (boundary + pick % 3).saturating_sub(1).min(len)
+        } else {
+            pick % (len + 1)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn random_ranges_equal_the_slice(
+            len in 0u64..(4 * SEGMENT + 10),
+            picks in (any::<u64>(), any::<u64>()),
+            near_boundary in any::<bool>(),
+        ) {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let (a, b) = (position(len, picks.0, near_boundary), position(len, picks.1, near_boundary));
+            let range = a.min(b)..a.max(b);
+            prop_assume!(!range.is_empty());
+            let got = runtime().block_on(async {
+                read(store(&plaintext, BlobFormat::Stream).await, Some(range.clone())).await
+            });
+            prop_assert!(got == plaintext[range.start as usize..range.end as usize]);
+        }
+    }
+
+    #[test]
+    fn both_formats_round_trip_whole_files() {
+        runtime().block_on(async {
+            for format in [BlobFormat::Stream, BlobFormat::Fernet] {
+                for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT] {
+                    let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                    let stored = store(&plaintext, format).await;
+                    assert_eq!(read(stored, None).await, plaintext, "{format:?} {len}");
+                }
+            }
+        });
+    }
 }

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use blobprox::crypto::data_key::DataKey;
 use blobprox::crypto::fernet;
 use blobprox::http::{Limits, UploadPolicy};
+use blobprox::transfer::BlobFormat;
 use common::{CONTAINER, Options, TestServer, detail, json_with_status, load_keys};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
@@ -148,7 +149,7 @@ async fn upload_answers_under_both_names_and_download_returns_the_file() {
 
 #[tokio::test]
 async fn wrapped_key_is_the_fernet_key_text_of_the_stored_token() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_format(BlobFormat::Fernet).await;
     let wrapped = server.upload_ok("a.bin", b"abc").await;
     let data_key = load_keys().private_key.unwrap_key(&wrapped).unwrap();
     let stored = std::fs::read(server.blob_file("a.bin")).unwrap();
@@ -176,6 +177,7 @@ async fn static_data_key_mode_uses_the_symmetric_key_file() {
     let server = TestServer::start_with(Options {
         upload_policy: UploadPolicy {
             static_data_key: true,
+            ..UploadPolicy::default()
         },
         ..Options::default()
     })

@@ -4,6 +4,7 @@ pub mod base64_stream;
 pub mod data_key;
 pub mod fernet;
 pub mod rsa;
+pub mod stream;
 
 use thiserror::Error;
 
@@ -19,6 +20,9 @@ pub enum CryptoError {
     /// The key does not authenticate the data: either the wrong key or altered data.
     #[error("the key does not open this data, or the data was altered")]
     AuthenticationFailed,
+    /// The key is not the one the data was written for (a key commitment did not match).
+    #[error("the key is not the one this data was encrypted with")]
+    KeyMismatch,
     /// Authenticated data decrypted to something impossible (bad padding under a valid MAC).
     #[error("the data is corrupt: {0}")]
     Corrupt(&'static str),

@@ -4,15 +4,17 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue,
+    ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue,
+    RANGE,
 };
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::BlobPath;
+use super::range::RangeRequest;
 use crate::storage::StorageError;
 use crate::transfer::OpenedBlob;
 
@@ -43,6 +45,7 @@ pub async fn download(
     request: Request,
 ) -> Result<Response, ApiError> {
     let is_head = request.method() == Method::HEAD;
+    let range_header = request.headers().get(RANGE).cloned();
     let wrapped = wrapped_key(request, state.limits.max_download_body_bytes).await?;
     let key = state
         .keys
@@ -60,20 +63,38 @@ pub async fn download(
             })?;
     let opened = OpenedBlob::open(container, target.blob.clone(), key).await?;
 
-    let response = Response::builder()
+    let size = opened.plaintext_len();
+    // A Fernet token cannot be read in parts, so a Range on one gets the whole body.
+    let range = match RangeRequest::parse(range_header.as_ref(), size) {
+        RangeRequest::Partial(range) if opened.supports_ranges() => Some(range),
+        RangeRequest::Unsatisfiable if opened.supports_ranges() => {
+            return Err(ApiError::RangeNotSatisfiable { size });
+        }
+        _ => None,
+    };
+    let mut response = Response::builder()
         .header(CONTENT_TYPE, content_type(target.blob.as_str()))
         .header(
             CONTENT_DISPOSITION,
             content_disposition(target.blob.as_str()),
         )
-        .header(ACCEPT_RANGES, "bytes")
-        .header(CONTENT_LENGTH, opened.plaintext_len());
-    if is_head {
-        return Ok(response.body(Body::empty()).expect("valid headers"));
-    }
-    Ok(response
-        .body(Body::from_stream(opened.into_plaintext()))
-        .expect("valid headers"))
+        .header(ACCEPT_RANGES, "bytes");
+    response = match &range {
+        Some(range) => response
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", range.start, range.end - 1),
+            )
+            .header(CONTENT_LENGTH, range.end - range.start),
+        None => response.header(CONTENT_LENGTH, size),
+    };
+    let body = if is_head {
+        Body::empty()
+    } else {
+        Body::from_stream(opened.into_plaintext(range))
+    };
+    Ok(response.body(body).expect("valid headers"))
 }
 
 /// The wrapped key from `x-blob-key`, or else from the `decryption-key` field of the body.

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::{CONTENT_RANGE, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -28,6 +29,12 @@ pub enum ApiError {
     /// Required form fields are absent (FastAPI's 422 shape).
     #[error("missing form fields: {0:?}")]
     MissingFields(Vec<&'static str>),
+    /// The requested byte range lies past the end of a body of `size` bytes.
+    #[error("the requested range is past the end of the {size}-byte file")]
+    RangeNotSatisfiable {
+        /// Plaintext size.
+        size: u64,
+    },
     /// Part of the request is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
@@ -55,6 +62,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::Key(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Transfer(error) => match error {
                 TransferError::WrongKey => StatusCode::FORBIDDEN,
                 TransferError::Corrupt(_) => StatusCode::BAD_GATEWAY,
@@ -105,6 +113,11 @@ impl IntoResponse for ApiError {
             }),
             other => json!({ "detail": other.detail() }),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII");
+            response.headers_mut().insert(CONTENT_RANGE, value);
+        }
+        response
     }
 }

@@ -3,6 +3,7 @@
 mod download;
 mod error;
 mod extract;
+mod range;
 mod upload;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use error::ApiError;
 use crate::auth::{Authenticator, PresentedCredentials};
 use crate::keys::ProxyKeys;
 use crate::storage::Storage;
+use crate::transfer::BlobFormat;
 
 /// Limits on what a request may carry.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ impl Default for Limits {
 pub struct UploadPolicy {
     /// Encrypt every upload with `symmetric_key.key`, as the original did, instead of a fresh key.
     pub static_data_key: bool,
+    /// The format new blobs are written in.
+    pub format: BlobFormat,
 }
 
 /// What every handler shares.

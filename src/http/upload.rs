@@ -7,9 +7,9 @@ use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use serde::Serialize;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::BlobPath;
-use super::{AppState, Limits};
 use crate::crypto::data_key::DataKey;
 use crate::crypto::rsa::RecipientKey;
 use crate::storage::{BlobName, Container};
@@ -39,7 +39,7 @@ pub async fn upload(
     } else {
         DataKey::generate().map_err(|e| ApiError::Transfer(e.into()))?
     };
-    let form = receive_form(request, &state.limits, &container, &target.blob, &data_key).await?;
+    let form = receive_form(request, &state, &container, &target.blob, &data_key).await?;
     let mut decryption_keys = BTreeMap::new();
     for (id, recipient) in &form.recipients {
         let wrapped = recipient
@@ -67,7 +67,7 @@ struct UploadForm {
 /// Reads the form in whatever order its fields come, streaming `file` into a staged blob.
 async fn receive_form(
     request: Request,
-    limits: &Limits,
+    state: &AppState,
     container: &Container,
     blob: &BlobName,
     data_key: &DataKey,
@@ -82,6 +82,7 @@ async fn receive_form(
                 "expected a multipart/form-data body with a boundary in its Content-Type".into(),
             )
         })?;
+    let limits = &state.limits;
     let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
     let mut recipients = None;
     let mut overwrite = None;
@@ -114,7 +115,9 @@ async fn receive_form(
                 if overwrite == Some(false) && container.exists(blob).await? {
                     return Err(crate::storage::StorageError::AlreadyExists.into());
                 }
-                let mut staged = BlobWriter::start(container, blob, data_key).await?;
+                let mut staged =
+                    BlobWriter::start(container, blob, data_key, state.upload_policy.format)
+                        .await?;
                 while let Some(chunk) = field.chunk().await.map_err(malformed)? {
                     staged.write(&chunk).await?;
                     if let Some(max) = limits.max_upload_bytes

@@ -12,6 +12,7 @@ use blobprox::credentials::{self, ClientCredentials};
 use blobprox::http::{self, AppState, Limits, UploadPolicy};
 use blobprox::keys::{self, ProxyKeys};
 use blobprox::storage::{Backend, Storage};
+use blobprox::transfer::BlobFormat;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, RequestBuilder, Response};
 use tempfile::TempDir;
@@ -55,6 +56,17 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_format(format: BlobFormat) -> Self {
+        Self::start_with(Options {
+            upload_policy: UploadPolicy {
+                format,
+                ..UploadPolicy::default()
+            },
+            ..Options::default()
+        })
+        .await
     }
 
     pub async fn start_with(options: Options) -> Self {
