@@ -19,23 +19,37 @@ def launcher(tmp_path_factory):
     launcher.stop_all()
 
 
-@pytest.fixture(scope="session")
-def proxy(launcher, tmp_path_factory) -> Proxy:
-    """A proxy whose keys and credentials were made by `blobprox keygen` / `blobprox credentials`."""
-    base = tmp_path_factory.mktemp("blobprox-made")
+def start_blobprox_made_proxy(launcher, tmp_path_factory, name: str, extra_env=None) -> Proxy:
+    """Starts a proxy with keys and credentials made by `blobprox keygen` / `blobprox credentials`."""
+    base = tmp_path_factory.mktemp(name)
     keydir = base / "keys"
     creddir = base / "creds"
     run_blobprox("keygen", "-p", str(keydir), cwd=base)
     run_blobprox("credentials", "-p", str(creddir), cwd=base)
-    for name in ("rsa_private_key.pem", "rsa_public_key.pem", "symmetric_key.key"):
-        assert (keydir / name).is_file(), f"blobprox keygen did not write {name}"
+    for key_file in ("rsa_private_key.pem", "rsa_public_key.pem", "symmetric_key.key"):
+        assert (keydir / key_file).is_file(), f"blobprox keygen did not write {key_file}"
     client, api_key = read_credentials(creddir)
     return launcher.start(
         keydir=keydir,
         api_key=api_key,
         headers=auth_headers(client),
         client=client,
-        name="blobprox-made-server",
+        extra_env=extra_env,
+        name=f"{name}-server",
+    )
+
+
+@pytest.fixture(scope="session")
+def proxy(launcher, tmp_path_factory) -> Proxy:
+    """A proxy (BLOB_FORMAT=fernet) whose keys and credentials blobprox made itself."""
+    return start_blobprox_made_proxy(launcher, tmp_path_factory, "blobprox-made")
+
+
+@pytest.fixture(scope="session")
+def stream_proxy(launcher, tmp_path_factory) -> Proxy:
+    """Like `proxy`, but writing the streaming blob format (BLOB_FORMAT=stream), which serves ranges."""
+    return start_blobprox_made_proxy(
+        launcher, tmp_path_factory, "blobprox-stream", extra_env={"BLOB_FORMAT": "stream"}
     )
 
 

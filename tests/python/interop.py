@@ -188,13 +188,14 @@ class ProxyLauncher:
             (datadir / container).mkdir(parents=True)
         log = workdir / "blobprox.log"
         port = free_port()
-        env = clean_env(
-            API_KEY=api_key,
-            KEY_VAULT_PATH=str(keydir.resolve()),
-            STORAGE_URL=datadir.as_uri(),  # file:///tmp/...
-            BLOB_FORMAT="fernet",
-            **(extra_env or {}),
-        )
+        settings = {
+            "API_KEY": api_key,
+            "KEY_VAULT_PATH": str(keydir.resolve()),
+            "STORAGE_URL": datadir.as_uri(),  # file:///tmp/...
+            "BLOB_FORMAT": "fernet",
+        }
+        settings.update(extra_env or {})  # may override the defaults above, e.g. BLOB_FORMAT
+        env = clean_env(**settings)
         log_file = open(log, "wb")
         process = subprocess.Popen(
             [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
