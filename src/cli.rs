@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write the proxy's key files (RSA-2048 pair and static key) into a directory.
     Keygen(KeygenArgs),
     /// Write a new set of API credentials and print the values clients and the proxy need.
@@ -55,7 +55,12 @@ pub struct ServeArgs {
     /// start; with PROD=true: /.keys.
     #[arg(long, env = "KEY_VAULT_PATH")]
     pub key_vault_path: Option<PathBuf>,
-    /// JSON file with tenantId, clientId and clientSecret of an Azure service principal.
+    /// Azure connection string (account key, or Azurite); when set it wins over STORAGE_URL.
+    #[arg(long, env = "AZURE_STORAGE_CONNECTION_STRING", hide_env_values = true)]
+    pub azure_connection_string: Option<String>,
+    /// JSON file with tenantId, clientId and clientSecret of an Azure service principal; when it
+    /// does not exist, Azure credentials come from the environment (AZURE_* variables, workload
+    /// or managed identity).
     #[arg(long, env = "STORAGE_CREDS", default_value = "/.secrets/creds.json")]
     pub storage_creds: PathBuf,
     /// Production mode: info logs in JSON, and missing keys or API_KEY are start-up errors.
@@ -120,7 +125,7 @@ pub struct CredentialsArgs {
 /// Runs a parsed command line; the exit code reports success.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve(args) => crate::server::serve(args),
+        Command::Serve(args) => crate::server::serve(*args),
         Command::Keygen(args) => keygen(&args),
         Command::Credentials(args) => make_credentials(&args),
     };

@@ -72,10 +72,13 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         return Err("API_KEY is not a Fernet token (it should start with gAAAAA)".into());
     }
 
-    let backend = match &args.storage_url {
-        Some(url) => Backend::from_url(url).map_err(|e| e.to_string())?,
-        None => Backend::Local(absolute(&args.data_dir)),
-    };
+    let backend = Backend::from_settings(
+        args.storage_url.as_deref(),
+        args.azure_connection_string.as_deref(),
+        &args.storage_creds,
+        absolute(&args.data_dir),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(ServeConfig {
         keys,
         key_dir,

@@ -37,6 +37,11 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         println!("storage: {}", config.backend.describe());
         println!("listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
+        // A wrong or expired storage credential shows here once, and in /readyz, rather than as
+        // a stack of errors on every request.
+        if let Err(error) = state.storage.check_reachable().await {
+            tracing::warn!(%error, "storage is not ready");
+        }
         let grace = Duration::from_secs(args.shutdown_grace_secs);
         http::serve(listener, http::router(state), shutdown_signal(), grace)
             .await

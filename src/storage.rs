@@ -11,21 +11,50 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use std::time::Duration;
+
+use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    BackoffConfig, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt,
+    RetryConfig, WriteMultipart,
+};
+use serde::Deserialize;
 use thiserror::Error;
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
 
-/// Size of the parts an upload is cut into on its way to storage.
-const UPLOAD_PART_SIZE: usize = 4 * 1024 * 1024;
-/// Parts written concurrently per upload; with the part size this bounds an upload's memory.
-const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 /// Longest path segment a local filesystem stores (NAME_MAX on Linux).
 const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
+/// A container name no client can use (it has a double hyphen), probed to check the account.
+const PROBE_CONTAINER: &str = "blobprox--readiness-probe";
+/// The storage emulator's well-known account and key (public, documented by Microsoft).
+const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+const EMULATOR_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OKZ8s1eB2Tf5gVHEQyX0D0tWg5Fd8I8h5iN7B8m2tLz/3c1cR9fMkg==";
+
+/// How an upload is cut into parts on its way to storage; part size × parts in flight bounds
+/// the memory one upload holds.
+#[derive(Debug, Clone, Copy)]
+struct PartPlan {
+    size: usize,
+    in_flight: usize,
+}
+
+/// Local disk: writes are sequential at the disk's pace; two parts keep it busy.
+const LOCAL_PARTS: PartPlan = PartPlan {
+    size: 4 * 1024 * 1024,
+    in_flight: 2,
+};
+/// Azure: each part is one Put Block round trip (tens of ms); 8 MiB blocks with 4 in flight keep
+/// the connection full at hundreds of MB/s while holding at most 32 MiB per upload.
+const AZURE_PARTS: PartPlan = PartPlan {
+    size: 8 * 1024 * 1024,
+    in_flight: 4,
+};
 
 /// Storage failures, in terms a client can act on.
 #[derive(Debug, Error)]
@@ -151,10 +180,181 @@ pub enum Backend {
     Local(PathBuf),
     /// Process memory; every valid container name exists. For tests.
     Memory,
+    /// An Azure Blob Storage account (or the Azurite emulator).
+    Azure(AzureAccount),
+}
+
+/// How to reach and sign in to an Azure storage account.
+#[derive(Clone)]
+pub struct AzureAccount {
+    account: String,
+    endpoint: String,
+    credential: AzureCredential,
+}
+
+/// The proxy's own credential for Azure.
+#[derive(Clone)]
+enum AzureCredential {
+    /// A shared account key (connection strings, Azurite).
+    AccessKey(String),
+    /// A service principal, as in the original's `STORAGE_CREDS` file.
+    ServicePrincipal(ServicePrincipal),
+    /// Whatever the environment offers: `AZURE_*` variables, workload or managed identity.
+    Environment,
+}
+
+/// The JSON of a `STORAGE_CREDS` file.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServicePrincipal {
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl std::fmt::Debug for AzureAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the credential itself.
+        let credential = match self.credential {
+            AzureCredential::AccessKey(_) => "account key",
+            AzureCredential::ServicePrincipal(_) => "service principal",
+            AzureCredential::Environment => "environment",
+        };
+        write!(
+            f,
+            "Azure account {} at {} ({credential})",
+            self.account, self.endpoint
+        )
+    }
+}
+
+impl AzureAccount {
+    /// Parses an Azure connection string (`AccountName`, `AccountKey`, optional `BlobEndpoint`,
+    /// or `UseDevelopmentStorage=true`).
+    pub fn from_connection_string(text: &str) -> Result<Self, StorageError> {
+        let fields: HashMap<String, String> = text
+            .split(';')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let field = |name: &str| fields.get(&name.to_ascii_lowercase()).cloned();
+        if field("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(Self {
+                account: EMULATOR_ACCOUNT.into(),
+                endpoint: format!("http://127.0.0.1:10000/{EMULATOR_ACCOUNT}"),
+                credential: AzureCredential::AccessKey(EMULATOR_KEY.into()),
+            });
+        }
+        let missing = |name: &str| {
+            StorageError::Config(format!("AZURE_STORAGE_CONNECTION_STRING has no {name}"))
+        };
+        let account = field("AccountName").ok_or_else(|| missing("AccountName"))?;
+        let key = field("AccountKey").ok_or_else(|| missing("AccountKey"))?;
+        let endpoint = field("BlobEndpoint").unwrap_or_else(|| {
+            let protocol = field("DefaultEndpointsProtocol").unwrap_or_else(|| "https".into());
+            let suffix = field("EndpointSuffix").unwrap_or_else(|| "core.windows.net".into());
+            format!("{protocol}://{account}.blob.{suffix}")
+        });
+        Ok(Self {
+            account,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            credential: AzureCredential::AccessKey(key),
+        })
+    }
+
+    /// An account URL (`https://ACCOUNT.blob.core.windows.net`) with the service principal in
+    /// `creds_file`, or with the environment's credential when that file does not exist.
+    pub fn from_account_url(url: &str, creds_file: &std::path::Path) -> Result<Self, StorageError> {
+        let host = url
+            .strip_prefix("https://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|host| !host.contains('/'))
+            .ok_or_else(|| {
+                StorageError::Config(format!(
+                    "{url}: expected an account URL such as https://ACCOUNT.blob.core.windows.net"
+                ))
+            })?;
+        let account = host.split('.').next().unwrap_or_default().to_owned();
+        let credential = match std::fs::read_to_string(creds_file) {
+            Ok(text) => {
+                AzureCredential::ServicePrincipal(serde_json::from_str(&text).map_err(|e| {
+                    StorageError::Config(format!(
+                        "{}: expected JSON with tenantId, clientId and clientSecret ({e})",
+                        creds_file.display()
+                    ))
+                })?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AzureCredential::Environment,
+            Err(e) => {
+                return Err(StorageError::Config(format!(
+                    "{}: {e}",
+                    creds_file.display()
+                )));
+            }
+        };
+        Ok(Self {
+            account,
+            endpoint: format!("https://{host}"),
+            credential,
+        })
+    }
+
+    /// The store of one container.
+    fn container_store(&self, container: &str) -> Result<MicrosoftAzure, StorageError> {
+        let builder = match &self.credential {
+            AzureCredential::Environment => MicrosoftAzureBuilder::from_env(),
+            _ => MicrosoftAzureBuilder::new(),
+        };
+        let builder = builder
+            .with_account(&self.account)
+            .with_endpoint(self.endpoint.clone())
+            .with_allow_http(self.endpoint.starts_with("http://"))
+            .with_container_name(container)
+            // Throttling and 5xx are retried with backoff, briefly: past that the client gets 503.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 5,
+                retry_timeout: Duration::from_secs(30),
+            });
+        let builder = match &self.credential {
+            AzureCredential::AccessKey(key) => builder.with_access_key(key),
+            AzureCredential::ServicePrincipal(principal) => builder
+                .with_client_secret_authorization(
+                    &principal.client_id,
+                    &principal.client_secret,
+                    &principal.tenant_id,
+                ),
+            AzureCredential::Environment => builder,
+        };
+        builder
+            .build()
+            .map_err(|e| StorageError::Config(e.to_string()))
+    }
 }
 
 impl Backend {
-    /// Reads a `STORAGE_URL`: `file:///absolute/dir` or `memory://`.
+    /// Chooses the backend: a connection string wins; else `STORAGE_URL`; else `default_dir`.
+    pub fn from_settings(
+        storage_url: Option<&str>,
+        connection_string: Option<&str>,
+        creds_file: &std::path::Path,
+        default_dir: PathBuf,
+    ) -> Result<Self, StorageError> {
+        match (connection_string, storage_url) {
+            (Some(text), _) => Ok(Backend::Azure(AzureAccount::from_connection_string(text)?)),
+            (None, Some(url)) if url.starts_with("https://") => Ok(Backend::Azure(
+                AzureAccount::from_account_url(url, creds_file)?,
+            )),
+            (None, Some(url)) => Self::from_url(url),
+            (None, None) => Ok(Backend::Local(default_dir)),
+        }
+    }
+
+    /// Reads a non-Azure `STORAGE_URL`: `file:///absolute/dir` or `memory://`.
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -167,7 +367,8 @@ impl Backend {
             Ok(Backend::Memory)
         } else {
             Err(StorageError::Config(format!(
-                "{url}: STORAGE_URL must be file:///absolute/dir or memory://"
+                "{url}: STORAGE_URL must be https://ACCOUNT.blob.core.windows.net, \
+                 file:///absolute/dir or memory://"
             )))
         }
     }
@@ -177,6 +378,7 @@ impl Backend {
         match self {
             Backend::Local(dir) => format!("local directory {}", dir.display()),
             Backend::Memory => "memory (nothing is kept after exit)".into(),
+            Backend::Azure(account) => format!("{account:?}"),
         }
     }
 }
@@ -218,6 +420,15 @@ impl Storage {
                 Err(e) => Err(StorageError::Unavailable(format!("{}: {e}", dir.display()))),
             },
             Backend::Memory => Ok(()),
+            Backend::Azure(account) => {
+                // Listing a container that cannot exist proves the account answers and accepts
+                // the credential: "not found" is the good outcome.
+                let store = account.container_store(PROBE_CONTAINER)?;
+                match store.list_with_delimiter(None).await {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
         }
     }
 
@@ -238,6 +449,21 @@ impl Storage {
                     .map_err(StorageError::from)?,
             ),
             Backend::Memory => Arc::new(InMemory::new()),
+            Backend::Azure(account) => {
+                let store = account.container_store(name.as_str())?;
+                // Only a container that exists is remembered; a missing one is asked again.
+                match store
+                    .list_with_delimiter(Some(&Path::from(STAGING_PREFIX)))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err(StorageError::ContainerNotFound);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                Arc::new(store)
+            }
         };
         let mut stores = self.stores.write().expect("lock");
         let store = stores.entry(name.clone()).or_insert(store).clone();
@@ -245,12 +471,15 @@ impl Storage {
     }
 
     fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
+        let (max_segment_bytes, parts) = match self.backend {
+            Backend::Local(_) => (Some(LOCAL_MAX_SEGMENT_BYTES), LOCAL_PARTS),
+            Backend::Memory => (None, LOCAL_PARTS),
+            Backend::Azure(_) => (None, AZURE_PARTS),
+        };
         Container {
             store,
-            max_segment_bytes: match self.backend {
-                Backend::Local(_) => Some(LOCAL_MAX_SEGMENT_BYTES),
-                Backend::Memory => None,
-            },
+            max_segment_bytes,
+            parts,
         }
     }
 }
@@ -269,6 +498,7 @@ pub struct BlobInfo {
 pub struct Container {
     store: Arc<dyn ObjectStore>,
     max_segment_bytes: Option<usize>,
+    parts: PartPlan,
 }
 
 impl Container {
@@ -315,7 +545,10 @@ impl Container {
             ..GetOptions::default()
         };
         let result = self.store.get_opts(&self.path(blob)?, options).await?;
-        Ok(result.into_stream().map_err(StorageError::from).boxed())
+        Ok(match result.payload {
+            GetResultPayload::File(file, _) => read_file(file, result.range),
+            GetResultPayload::Stream(stream) => stream.map_err(StorageError::from).boxed(),
+        })
     }
 
     /// Starts a staged upload that becomes visible only through [`StagedBlob::commit`].
@@ -327,13 +560,44 @@ impl Container {
             store: self.store.clone(),
             staging,
             target,
-            writer: Some(WriteMultipart::new_with_chunk_size(
-                upload,
-                UPLOAD_PART_SIZE,
-            )),
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, self.parts.size)),
+            parts_in_flight: self.parts.in_flight,
             settled: false,
         })
     }
+}
+
+/// Bytes read from a local file at a time; object_store's own file stream reads 8 KiB per
+/// blocking task, which caps downloads at a few hundred MB/s.
+const LOCAL_READ_CHUNK: u64 = 1024 * 1024;
+
+/// Streams `range` of a local file in large positional reads.
+fn read_file(
+    file: std::fs::File,
+    range: Range<u64>,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    futures::stream::try_unfold((Arc::new(file), range), |(file, range)| async move {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        let len = (range.end - range.start).min(LOCAL_READ_CHUNK);
+        let reader = file.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buffer = vec![0u8; len as usize];
+            reader
+                .read_exact_at(&mut buffer, range.start)
+                .map(|()| buffer)
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?
+        .map_err(|e| StorageError::Unavailable(format!("reading the blob failed: {e}")))?;
+        Ok(Some((
+            Bytes::from(bytes),
+            (file, range.start + len..range.end),
+        )))
+    })
+    .boxed()
 }
 
 /// An upload in progress under a private name. Dropped without commit, it is removed.
@@ -342,6 +606,7 @@ pub struct StagedBlob {
     staging: Path,
     target: Path,
     writer: Option<WriteMultipart>,
+    parts_in_flight: usize,
     settled: bool,
 }
 
@@ -349,7 +614,7 @@ impl StagedBlob {
     /// Appends bytes, waiting while too many parts are in flight.
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
         let writer = self.writer.as_mut().expect("writer present until commit");
-        writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
+        writer.wait_for_capacity(self.parts_in_flight).await?;
         writer.put(bytes);
         Ok(())
     }
