@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of blobprox: formatting, lints, the Rust unit and integration tests,
-# and the Python interoperability suite. Installs what it needs (Python packages in a venv under
-# target/). Usage: scripts/test.sh
+# Runs every check and test of blobprox: formatting, lints, the Rust unit and integration tests
+# (on the local backend, then the storage-facing suites again on Azurite), and the Python
+# interoperability suite. Installs what it needs: Azurite from npm under target/azurite, Python
+# packages in a virtualenv under target/pyenv. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,11 +10,31 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test"
+echo "== cargo test (local backend)"
+unset BLOBPROX_TEST_AZURE_CONNECTION_STRING
 cargo test --quiet
 
-echo "== Python interoperability tests"
+echo "== Azurite (Azure's storage emulator) on a free loopback port"
+npm install --no-audit --no-fund --loglevel=error --prefix target/azurite azurite@3.37.0
 venv=target/pyenv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$port" \
+  --inMemoryPersistence --disableTelemetry --loose --skipApiVersionCheck --silent \
+  > target/azurite.log 2>&1 &
+azurite_pid=$!
+trap 'kill "$azurite_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+  if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  sleep 0.5
+done
+# Azurite's well-known development account key (public, documented by Microsoft).
+key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
+
+echo "== cargo test (Azurite backend: API, ranges, storage semantics)"
+cargo test --quiet --test api --test ranges --test storage_semantics
+
+echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q

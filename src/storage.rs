@@ -29,12 +29,12 @@ pub const STAGING_PREFIX: &str = ".blobprox-staging";
 
 /// Longest path segment a local filesystem stores (NAME_MAX on Linux).
 const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
-/// A container name no client can use (it has a double hyphen), probed to check the account.
-const PROBE_CONTAINER: &str = "blobprox--readiness-probe";
+/// A container probed to check that the account answers; it need not exist.
+const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
 /// The storage emulator's well-known account and key (public, documented by Microsoft).
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
 const EMULATOR_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OKZ8s1eB2Tf5gVHEQyX0D0tWg5Fd8I8h5iN7B8m2tLz/3c1cR9fMkg==";
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// How an upload is cut into parts on its way to storage; part size × parts in flight bounds
 /// the memory one upload holds.
@@ -424,9 +424,9 @@ impl Storage {
                 // Listing a container that cannot exist proves the account answers and accepts
                 // the credential: "not found" is the good outcome.
                 let store = account.container_store(PROBE_CONTAINER)?;
-                match store.list_with_delimiter(None).await {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(e.into()),
+                match list_container(&store).await {
+                    Ok(()) | Err(StorageError::ContainerNotFound) => Ok(()),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -452,16 +452,7 @@ impl Storage {
             Backend::Azure(account) => {
                 let store = account.container_store(name.as_str())?;
                 // Only a container that exists is remembered; a missing one is asked again.
-                match store
-                    .list_with_delimiter(Some(&Path::from(STAGING_PREFIX)))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err(StorageError::ContainerNotFound);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                list_container(&store).await?;
                 Arc::new(store)
             }
         };
@@ -481,6 +472,33 @@ impl Storage {
             max_segment_bytes,
             parts,
         }
+    }
+}
+
+/// Lists (at most one level of) a container to learn whether it exists and the credential works.
+async fn list_container(store: &MicrosoftAzure) -> Result<(), StorageError> {
+    let error = match store
+        .list_with_delimiter(Some(&Path::from(STAGING_PREFIX)))
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(error) => error.to_string(),
+    };
+    // object_store reports every failed listing as a generic error; Azure's error code in the
+    // message is the only way to tell a missing container from refused credentials.
+    let refused = [
+        "AuthenticationFailed",
+        "AuthorizationFailure",
+        "AuthorizationPermissionMismatch",
+        "InvalidAuthenticationInfo",
+        "403 Forbidden",
+    ];
+    if error.contains("ContainerNotFound") {
+        Err(StorageError::ContainerNotFound)
+    } else if refused.iter().any(|code| error.contains(code)) {
+        Err(StorageError::Unauthorized(error))
+    } else {
+        Err(StorageError::Unavailable(error))
     }
 }
 

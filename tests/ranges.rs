@@ -4,7 +4,7 @@ mod common;
 
 use blobprox::crypto::stream::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, TAG_LEN};
 use blobprox::transfer::BlobFormat;
-use common::{CONTAINER, TestServer, detail};
+use common::{TestServer, detail};
 use reqwest::{Method, Response};
 
 const SEGMENT: u64 = DEFAULT_SEGMENT_SIZE as u64;
@@ -27,7 +27,7 @@ async fn get_with(
     range: Option<&str>,
 ) -> Response {
     let mut request = server
-        .authed(method, &format!("/download/{CONTAINER}/{name}"))
+        .authed(method, &server.download_path(name))
         .header("x-blob-key", wrapped);
     if let Some(range) = range {
         request = request.header("range", range);
@@ -40,7 +40,7 @@ async fn stream_blobs_are_the_default_and_serve_the_three_range_forms() {
     let server = TestServer::start().await;
     let data = content(3 * SEGMENT as usize + 100);
     let wrapped = server.upload_ok("r.bin", &data).await;
-    let stored = std::fs::read(server.blob_file("r.bin")).unwrap();
+    let stored = server.raw_read("r.bin").await;
     assert_eq!(&stored[..4], b"\x89BPX");
     assert_eq!(stored.len(), HEADER_LEN + data.len() + 4 * TAG_LEN);
 
@@ -141,10 +141,9 @@ async fn a_bad_segment_found_after_the_headers_aborts_the_connection() {
     let server = TestServer::start().await;
     let data = content(4 * SEGMENT as usize);
     let wrapped = server.upload_ok("c.bin", &data).await;
-    let file = server.blob_file("c.bin");
-    let mut stored = std::fs::read(&file).unwrap();
+    let mut stored = server.raw_read("c.bin").await;
     stored[HEADER_LEN + 2 * (SEGMENT as usize + TAG_LEN) + 10] ^= 0x80;
-    std::fs::write(&file, &stored).unwrap();
+    server.raw_write("c.bin", &stored).await;
 
     let response = get(&server, "c.bin", &wrapped, None).await;
     assert_eq!(
@@ -169,11 +168,14 @@ async fn truncation_and_wrong_keys_are_refused_before_any_byte() {
     let other = server.upload_ok("other.bin", &data).await;
     let response = get(&server, "t.bin", &other, None).await;
     assert!(detail(response, 403).await.contains("does not open"));
-
-    let file = server.blob_file("t.bin");
-    let stored = std::fs::read(&file).unwrap();
+    let stored = server.raw_read("t.bin").await;
     // Cut exactly at a segment boundary: the sizes still fit, the last-segment flag does not.
-    std::fs::write(&file, &stored[..stored.len() - SEGMENT as usize - TAG_LEN]).unwrap();
+    server
+        .raw_write(
+            "t.bin",
+            &stored[..stored.len() - SEGMENT as usize - TAG_LEN],
+        )
+        .await;
     for range in [None, Some("bytes=0-9")] {
         let response = get(&server, "t.bin", &wrapped, range).await;
         assert!(

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::path::{Path, PathBuf};
+mod azurite;
+
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -13,11 +14,15 @@ use blobprox::http::{self, AppState, Limits, UploadPolicy};
 use blobprox::keys::{self, ProxyKeys};
 use blobprox::storage::{Backend, Storage};
 use blobprox::transfer::BlobFormat;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, RequestBuilder, Response};
 use tempfile::TempDir;
 
-/// The container every test server has.
+/// The container of a test server on the local backend.
 pub const CONTAINER: &str = "test";
 
 /// Key files and credentials shared by every server of a test binary (RSA generation is slow).
@@ -45,11 +50,18 @@ pub struct Options {
     pub upload_policy: UploadPolicy,
 }
 
-/// A running server over a fresh local data directory.
+/// Environment variable that switches the suite from the local backend to Azure (Azurite).
+pub const AZURE_ENV: &str = "BLOBPROX_TEST_AZURE_CONNECTION_STRING";
+
+/// A running server with its own container, on the local backend or, when [`AZURE_ENV`] is set,
+/// on Azure.
 pub struct TestServer {
     pub url: String,
-    pub data_dir: TempDir,
+    pub container: String,
     pub http: Client,
+    /// Direct access to the container, bypassing the proxy (to inspect or damage blobs).
+    raw: Arc<dyn ObjectStore>,
+    _data_dir: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -71,8 +83,21 @@ impl TestServer {
 
     pub async fn start_with(options: Options) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
-        let storage = Storage::open(Backend::Local(data_dir.path().to_owned())).unwrap();
+        let (backend, container, raw) = match std::env::var(AZURE_ENV) {
+            Ok(connection_string) => azurite::new_container(&connection_string).await,
+            Err(_) => {
+                std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
+                let raw =
+                    LocalFileSystem::new_with_prefix(data_dir.path().join(CONTAINER)).unwrap();
+                let backend = Backend::Local(data_dir.path().to_owned());
+                (
+                    backend,
+                    CONTAINER.to_owned(),
+                    Arc::new(raw) as Arc<dyn ObjectStore>,
+                )
+            }
+        };
+        let storage = Storage::open(backend).unwrap();
         let state = AppState {
             keys: Arc::new(load_keys()),
             storage: Arc::new(storage),
@@ -93,15 +118,52 @@ impl TestServer {
         ));
         Self {
             url,
-            data_dir,
+            container,
             http: Client::new(),
+            raw,
+            _data_dir: data_dir,
             shutdown: Some(shutdown),
         }
     }
 
-    /// The file that holds blob `name` of the test container.
-    pub fn blob_file(&self, name: &str) -> PathBuf {
-        self.data_dir.path().join(CONTAINER).join(name)
+    pub fn upload_path(&self, name: &str) -> String {
+        format!("/upload/{}/{name}", self.container)
+    }
+
+    pub fn download_path(&self, name: &str) -> String {
+        format!("/download/{}/{name}", self.container)
+    }
+
+    /// The stored bytes of blob `name`, read past the proxy.
+    pub async fn raw_read(&self, name: &str) -> Vec<u8> {
+        let path = Path::parse(name).unwrap();
+        self.raw
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    /// Replaces the stored bytes of blob `name`, past the proxy.
+    pub async fn raw_write(&self, name: &str, bytes: &[u8]) {
+        let path = Path::parse(name).unwrap();
+        self.raw.put(&path, bytes.to_vec().into()).await.unwrap();
+    }
+
+    /// Every name stored in the container, the staging area included.
+    pub async fn raw_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .raw
+            .list(None)
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        names
     }
 
     /// A request with valid credentials.
@@ -131,14 +193,11 @@ impl TestServer {
             "file",
             Part::bytes(content.to_vec()).file_name("upload.bin"),
         );
-        self.authed(
-            reqwest::Method::POST,
-            &format!("/upload/{CONTAINER}/{name}"),
-        )
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+        self.authed(reqwest::Method::POST, &self.upload_path(name))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Uploads and returns this proxy's wrapped key, asserting success.
@@ -151,39 +210,11 @@ impl TestServer {
 
     /// Downloads blob `name` with the wrapped key in the `decryption-key` form field.
     pub async fn download(&self, name: &str, wrapped: &str) -> Response {
-        self.authed(
-            reqwest::Method::GET,
-            &format!("/download/{CONTAINER}/{name}"),
-        )
-        .form(&[("decryption-key", wrapped)])
-        .send()
-        .await
-        .unwrap()
-    }
-
-    /// Names of the files under the test container (recursively), staging area included.
-    pub fn stored_files(&self) -> Vec<String> {
-        let root = self.data_dir.path().join(CONTAINER);
-        let mut found = Vec::new();
-        collect_files(&root, &root, &mut found);
-        found.sort();
-        found
-    }
-}
-
-fn collect_files(root: &Path, dir: &Path, found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            collect_files(root, &path, found);
-        } else {
-            found.push(
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-        }
+        self.authed(reqwest::Method::GET, &self.download_path(name))
+            .form(&[("decryption-key", wrapped)])
+            .send()
+            .await
+            .unwrap()
     }
 }
 
