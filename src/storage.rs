@@ -44,9 +44,9 @@ struct PartPlan {
     in_flight: usize,
 }
 
-/// Local disk: writes are sequential at the disk's pace; two parts keep it busy.
+/// Local disk: writes go to the page cache; two 1 MiB parts keep it busy with little memory.
 const LOCAL_PARTS: PartPlan = PartPlan {
-    size: 4 * 1024 * 1024,
+    size: 1024 * 1024,
     in_flight: 2,
 };
 /// Azure: each part is one Put Block round trip (tens of ms); 8 MiB blocks with 4 in flight keep

@@ -252,3 +252,23 @@ class ProxyLauncher:
                     process.wait(timeout=10)
             log_file.close()
         self._running.clear()
+
+
+def start_blobprox_made_proxy(launcher, tmp_path_factory, name: str, extra_env=None) -> Proxy:
+    """Starts a proxy with keys and credentials made by `blobprox keygen` / `blobprox credentials`."""
+    base = tmp_path_factory.mktemp(name)
+    keydir = base / "keys"
+    creddir = base / "creds"
+    run_blobprox("keygen", "-p", str(keydir), cwd=base)
+    run_blobprox("credentials", "-p", str(creddir), cwd=base)
+    for key_file in ("rsa_private_key.pem", "rsa_public_key.pem", "symmetric_key.key"):
+        assert (keydir / key_file).is_file(), f"blobprox keygen did not write {key_file}"
+    client, api_key = read_credentials(creddir)
+    return launcher.start(
+        keydir=keydir,
+        api_key=api_key,
+        headers=auth_headers(client),
+        client=client,
+        extra_env=extra_env,
+        name=f"{name}-server",
+    )
