@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod transfer;

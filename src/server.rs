@@ -26,6 +26,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             auth: Arc::new(Authenticator::new(&config.api_key)),
             limits: config.limits,
             upload_policy: config.upload_policy,
+            metrics: Arc::default(),
         };
         let address = format!("{}:{}", args.host, args.port);
         let listener = TcpListener::bind(&address)

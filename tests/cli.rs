@@ -278,3 +278,228 @@ fn environment_beats_dotenv_and_flags_beat_both() {
             .ends_with(&format!(":{flag_port}"))
     );
 }
+
+/// A production-style start: keys and credentials made by the commands, JSON logs to a file.
+struct Production {
+    dir: tempfile::TempDir,
+    port: u16,
+    credentials: serde_json::Value,
+    api_key: String,
+}
+
+impl Production {
+    fn prepare() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        blobprox(dir.path())
+            .args(["keygen", "-p", "keys"])
+            .output()
+            .unwrap();
+        blobprox(dir.path())
+            .args(["credentials", "-p", "creds"])
+            .output()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("data/box")).unwrap();
+        let find = |suffix: &str| {
+            std::fs::read_dir(dir.path().join("creds"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with(suffix))
+                .unwrap()
+        };
+        let credentials =
+            serde_json::from_slice(&std::fs::read(find("_blobprox.json")).unwrap()).unwrap();
+        let api_key = std::fs::read_to_string(find("_encrypted.key")).unwrap();
+        Self {
+            dir,
+            port: free_port(),
+            credentials,
+            api_key,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = blobprox(self.dir.path());
+        command
+            .env("PROD", "true")
+            .env("API_KEY", &self.api_key)
+            .env("KEY_VAULT_PATH", self.dir.path().join("keys"))
+            .env(
+                "STORAGE_URL",
+                format!("file://{}", self.dir.path().join("data").display()),
+            )
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.port.to_string())
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    fn header_lines(&self) -> String {
+        format!(
+            "x-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n",
+            self.credentials["decryption_key"].as_str().unwrap(),
+            self.credentials["salt"].as_str().unwrap(),
+            self.credentials["key"].as_str().unwrap()
+        )
+    }
+
+    fn client_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        reqwest::blocking::Client::new()
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port))
+            .header(
+                "x-decryption-key",
+                self.credentials["decryption_key"].as_str().unwrap(),
+            )
+            .header("x-salt", self.credentials["salt"].as_str().unwrap())
+            .header(
+                "x-comparison-key",
+                self.credentials["key"].as_str().unwrap(),
+            )
+    }
+}
+
+#[test]
+fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
+    use std::io::{Read, Write};
+    let production = Production::prepare();
+    let mut served = serve(production.command(), &[]);
+    let public_key = production
+        .client_request(reqwest::Method::GET, "/key/public")
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let recipients = serde_json::json!({ "me": public_key }).to_string();
+    let head = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
+    );
+    let tail = "\r\n--B--\r\n";
+    let file = vec![b'x'; 3 << 20];
+    let request = format!(
+        "POST /upload/box/slow.bin HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; \
+         boundary=B\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        production.header_lines(),
+        head.len() + file.len() + tail.len()
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", production.port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(&file[..1 << 20]).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The rest arrives slowly, after the signal.
+    for chunk in file[1 << 20..].chunks(256 << 10) {
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(chunk).unwrap();
+    }
+    stream.write_all(tail.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let exit = served.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    // No new connection is accepted after shutdown.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", production.port)).is_err());
+}
+
+#[test]
+fn logs_never_contain_secrets() {
+    let production = Production::prepare();
+    let log_path = production.dir.path().join("server.log");
+    let mut command = production.command();
+    command
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut child = command
+        .args(["serve"])
+        .stdout(std::fs::File::create(production.dir.path().join("stdout.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let public_key = loop {
+        let response = production
+            .client_request(reqwest::Method::GET, "/key/public")
+            .send();
+        if let Ok(response) = response {
+            break response.json::<serde_json::Value>().unwrap()["public_key"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let form = reqwest::blocking::multipart::Form::new()
+        .text(
+            "public-keys",
+            serde_json::json!({ "me": public_key }).to_string(),
+        )
+        .text("file", "confidential content");
+    let answer: serde_json::Value = production
+        .client_request(reqwest::Method::POST, "/upload/box/patient.txt")
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let wrapped = answer["keys"]["me"].as_str().unwrap().to_owned();
+    production
+        .client_request(reqwest::Method::GET, "/download/box/patient.txt")
+        .header("x-blob-key", &wrapped)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    production
+        .client_request(reqwest::Method::GET, "/download/box/patient.txt")
+        .form(&[("decryption-key", &wrapped)])
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{}/key/public", production.port))
+        .header("x-decryption-key", "wrong-but-secret-value")
+        .send()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+
+    let logs = std::fs::read_to_string(&log_path).unwrap()
+        + &std::fs::read_to_string(production.dir.path().join("stdout.log")).unwrap();
+    assert!(
+        logs.contains("\"route\":\"/download/{container}/{*blob}\""),
+        "JSON request lines: {logs}"
+    );
+    let private_pem =
+        std::fs::read_to_string(production.dir.path().join("keys/rsa_private_key.pem")).unwrap();
+    let private_line = private_pem.lines().nth(5).unwrap().to_owned();
+    let symmetric =
+        std::fs::read_to_string(production.dir.path().join("keys/symmetric_key.key")).unwrap();
+    let secrets = [
+        production.credentials["decryption_key"].as_str().unwrap(),
+        production.credentials["salt"].as_str().unwrap(),
+        production.credentials["key"].as_str().unwrap(),
+        production.api_key.trim(),
+        &wrapped[..40],
+        private_line.as_str(),
+        symmetric.trim(),
+        "wrong-but-secret-value",
+        "patient.txt",
+        "confidential content",
+    ];
+    for secret in secrets {
+        assert!(!logs.contains(secret), "the logs contain {secret:?}");
+    }
+}

@@ -143,6 +143,7 @@ async fn refused_storage_credentials_are_502_naming_storage() {
         auth: std::sync::Arc::new(Authenticator::new(&SECRETS.api_key)),
         limits: Default::default(),
         upload_policy: Default::default(),
+        metrics: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -19,9 +19,9 @@ use crate::storage::StorageError;
 use crate::transfer::OpenedBlob;
 
 /// Header that carries the wrapped key for clients that cannot send a body on `GET`.
-const BLOB_KEY_HEADER: &str = "x-blob-key";
+pub(super) const BLOB_KEY_HEADER: &str = "x-blob-key";
 /// Form field that carries the wrapped key, as in the original.
-const BLOB_KEY_FIELD: &str = "decryption-key";
+pub(super) const BLOB_KEY_FIELD: &str = "decryption-key";
 
 /// Characters left as they are in RFC 8187 `filename*` values (attr-char).
 const ATTR_CHAR_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC

@@ -114,6 +114,16 @@ impl IntoResponse for ApiError {
             other => json!({ "detail": other.detail() }),
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::Transfer(TransferError::Storage(
+                StorageError::Unavailable(_) | StorageError::Unauthorized(_)
+            ))
+        ) {
+            response
+                .extensions_mut()
+                .insert(super::observe::StorageFailure);
+        }
         if let ApiError::RangeNotSatisfiable { size } = self {
             let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII");
             response.headers_mut().insert(CONTENT_RANGE, value);

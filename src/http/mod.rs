@@ -3,6 +3,8 @@
 mod download;
 mod error;
 mod extract;
+mod observe;
+mod openapi;
 mod range;
 mod upload;
 
@@ -12,9 +14,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -23,6 +26,7 @@ pub use error::ApiError;
 
 use crate::auth::{Authenticator, PresentedCredentials};
 use crate::keys::ProxyKeys;
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 use crate::transfer::BlobFormat;
 
@@ -72,6 +76,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Upload encryption choices.
     pub upload_policy: UploadPolicy,
+    /// Request counters and histograms.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The full application router.
@@ -83,8 +89,15 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|State(state): State<AppState>| async move { Json(openapi::document(&state.limits)) }),
+        )
+        .route("/docs", get(|| async { Html(openapi::DOCS_PAGE) }))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }
 
@@ -142,12 +155,25 @@ async fn require_auth(
     };
     match state.auth.verify(presented).await {
         Ok(()) => next.run(request).await,
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => {
+            state.metrics.auth_failed();
+            ApiError::from(error).into_response()
+        }
     }
 }
 
 async fn public_key(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({ "public_key": state.keys.private_key.public_key().to_pem() }))
+}
+
+/// Prometheus metrics. Unauthenticated, like the health probes: they hold counts by route
+/// template only (no blob names, no secrets), and scrapers rarely send custom headers.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -61,7 +61,7 @@ pub struct TestServer {
     pub http: Client,
     /// Direct access to the container, bypassing the proxy (to inspect or damage blobs).
     raw: Arc<dyn ObjectStore>,
-    _data_dir: TempDir,
+    data_directory: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -104,6 +104,7 @@ impl TestServer {
             auth: Arc::new(Authenticator::new(&SECRETS.api_key)),
             limits: options.limits,
             upload_policy: options.upload_policy,
+            metrics: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -121,9 +122,14 @@ impl TestServer {
             container,
             http: Client::new(),
             raw,
-            _data_dir: data_dir,
+            data_directory: data_dir,
             shutdown: Some(shutdown),
         }
+    }
+
+    /// The local data directory (unused on Azure).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_directory.path()
     }
 
     pub fn upload_path(&self, name: &str) -> String {

@@ -1,0 +1,168 @@
+//! One log line and one metrics record per request, with a request id, written when the
+//! response body has ended (so a download's line has its real size and duration).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::AppState;
+use crate::metrics::{Metrics, RequestRecord};
+
+/// The request id header, accepted from the client or generated, and echoed.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Marks a response whose failure came from storage, for the storage error count.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageFailure;
+
+/// Wraps every request: request id, byte counts, the log line and the metrics.
+pub async fn observe(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|value| value.len() <= 128 && value.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("ASCII")
+        });
+    // Route templates only: blob names can identify patients, so they stay out of logs.
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().to_string();
+    let received = Arc::new(AtomicU64::new(0));
+    let request = request.map(|body| {
+        Body::new(CountingBody {
+            inner: body,
+            bytes: received.clone(),
+            on_end: None,
+        })
+    });
+    state.metrics.request_started();
+    let mut response = next.run(request).await;
+    if response.extensions().get::<StorageFailure>().is_some() {
+        state.metrics.storage_failed();
+    }
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, request_id.clone());
+    let finish = Finish {
+        metrics: state.metrics.clone(),
+        request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        method,
+        route,
+        status: response.status().as_u16(),
+        received,
+        started,
+    };
+    response.map(|body| {
+        Body::new(CountingBody {
+            inner: body,
+            bytes: Arc::new(AtomicU64::new(0)),
+            on_end: Some(finish),
+        })
+    })
+}
+
+/// What to log and record once the response body is done.
+struct Finish {
+    metrics: Arc<Metrics>,
+    request_id: String,
+    method: String,
+    route: String,
+    status: u16,
+    received: Arc<AtomicU64>,
+    started: Instant,
+}
+
+impl Finish {
+    fn run(self, bytes_out: u64, aborted: bool) {
+        let record = RequestRecord {
+            route: &self.route,
+            status: self.status,
+            bytes_in: self.received.load(Ordering::Relaxed),
+            bytes_out,
+            duration: self.started.elapsed(),
+            aborted,
+        };
+        tracing::info!(
+            request_id = %self.request_id,
+            method = %self.method,
+            route = %record.route,
+            status = record.status,
+            bytes_in = record.bytes_in,
+            bytes_out = record.bytes_out,
+            duration_ms = record.duration.as_millis() as u64,
+            aborted,
+            "request"
+        );
+        self.metrics.request_finished(&record);
+    }
+}
+
+/// A body that counts its data bytes and, for responses, reports when it ends or is dropped.
+struct CountingBody {
+    inner: Body,
+    bytes: Arc<AtomicU64>,
+    on_end: Option<Finish>,
+}
+
+impl HttpBody for CountingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl CountingBody {
+    fn finish(&mut self, aborted: bool) {
+        if let Some(finish) = self.on_end.take() {
+            finish.run(self.bytes.load(Ordering::Relaxed), aborted);
+        }
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, or the connection was aborted.
+        let ended = self.inner.is_end_stream();
+        self.finish(!ended);
+    }
+}

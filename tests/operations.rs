@@ -1,0 +1,171 @@
+//! The operational surface: probes, metrics, request ids, OpenAPI and the docs page.
+
+mod common;
+
+use common::TestServer;
+use reqwest::Method;
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_without_blob_names() {
+    let server = TestServer::start().await;
+    let wrapped = server
+        .upload_ok("patient-4711/scan.bin", b"secret scan")
+        .await;
+    server
+        .download("patient-4711/scan.bin", &wrapped)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    server
+        .http
+        .get(format!("{}/key/public", server.url))
+        .send()
+        .await
+        .unwrap();
+    let response = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for expected in [
+        "blobprox_requests_total{route=\"/upload/{container}/{*blob}\",status=\"200\"} 1",
+        "blobprox_requests_total{route=\"/download/{container}/{*blob}\",status=\"200\"} 1",
+        "blobprox_requests_total{route=\"/key/public\",status=\"401\"} 1",
+        "blobprox_auth_failures_total 1",
+        "blobprox_request_duration_seconds_count{route=\"/download/{container}/{*blob}\"} 1",
+        "# TYPE blobprox_requests_in_flight gauge",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let sent: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("blobprox_sent_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent >= b"secret scan".len() as u64);
+    assert!(!text.contains("patient-4711"));
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let server = TestServer::start().await;
+    let response = server
+        .authed(Method::GET, "/key/public")
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-123");
+    let response = server
+        .http
+        .get(format!("{}/nowhere", server.url))
+        .send()
+        .await
+        .unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+}
+
+#[tokio::test]
+async fn readiness_says_why_storage_is_not_ready() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        return; // The local directory is what this test removes.
+    }
+    std::fs::remove_dir_all(server.data_dir()).unwrap();
+    let response = server
+        .http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("No such file"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_each_documented_route_exists() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .get(format!("{}/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap();
+    let document: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    documented.sort();
+    assert_eq!(
+        documented,
+        [
+            "/docs",
+            "/download/{container}/{blob}",
+            "/healthz",
+            "/key/public",
+            "/metrics",
+            "/openapi.json",
+            "/readyz",
+            "/upload/{container}/{blob}"
+        ]
+    );
+    for (path, operations) in paths {
+        let concrete = path
+            .replace("{container}", &server.container)
+            .replace("{blob}", "a/b.txt");
+        for method in operations.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = server
+                .authed(method.clone(), &concrete)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(status != 404 && status != 405, "{method} {path}: {status}");
+            for code in operations[method.as_str().to_lowercase()]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+            {
+                assert!(code.parse::<u16>().is_ok(), "{path}: {code}");
+            }
+        }
+    }
+    let page = server
+        .http
+        .get(format!("{}/docs", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("fetch(\"openapi.json\")"));
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http"),
+        "no CDN"
+    );
+}
