@@ -2,6 +2,7 @@
 //! caching successes and kept off the async workers.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,36 @@ const CACHE_CAPACITY: usize = 1024;
 /// Key derivations running at once; each takes a core for tens of milliseconds.
 const CONCURRENT_DERIVATIONS: usize = 2;
 
-/// Authentication failed; deliberately without saying why.
+/// Failures after a client address has made this many wrong attempts in one window are refused
+/// without deriving anything.
+const FAILURES_PER_WINDOW: u32 = 20;
+/// The window over which failures are counted.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Client addresses whose failures are remembered at once.
+const TRACKED_ADDRESSES: usize = 10_000;
+
+/// Why credentials were refused.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("Authentication failed")]
-pub struct AuthError;
+pub enum AuthError {
+    /// Wrong or missing credentials; deliberately without saying which.
+    #[error("Authentication failed")]
+    Failed,
+    /// Too many recent failures from this client address.
+    #[error(
+        "too many failed authentication attempts from this address; retry in {retry_after_secs} s"
+    )]
+    Throttled {
+        /// Seconds until the address may try again.
+        retry_after_secs: u64,
+    },
+}
+
+/// Recent failures of one client address.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    since: Instant,
+}
 
 /// The three header values a client sends.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +68,7 @@ pub struct Authenticator {
     api_key: Arc<str>,
     fingerprint_key: hmac::Key,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
     derivations: Semaphore,
 }
 
@@ -53,26 +81,38 @@ impl Authenticator {
             api_key: api_key.trim().into(),
             fingerprint_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             verified: Mutex::default(),
+            failures: Mutex::default(),
             derivations: Semaphore::new(CONCURRENT_DERIVATIONS),
         }
     }
 
     /// Accepts the credentials when `API_KEY` decrypts, under the key they derive, to the
-    /// comparison key.
-    pub async fn verify(&self, presented: PresentedCredentials<'_>) -> Result<(), AuthError> {
+    /// comparison key. Credentials verified recently are accepted from the cache; otherwise an
+    /// address with too many recent failures is refused before any work is done.
+    pub async fn verify(
+        &self,
+        presented: PresentedCredentials<'_>,
+        client: IpAddr,
+    ) -> Result<(), AuthError> {
         let PresentedCredentials {
             decryption_key,
             salt,
             comparison_key,
         } = presented;
-        if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
-            return Err(AuthError);
-        }
         let fingerprint = self.fingerprint(presented);
         if self.is_cached(&fingerprint) {
             return Ok(());
         }
-        let _permit = self.derivations.acquire().await.map_err(|_| AuthError)?;
+        self.check_throttle(client)?;
+        if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
+            self.record_failure(client);
+            return Err(AuthError::Failed);
+        }
+        let _permit = self
+            .derivations
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Failed)?;
         let api_key = self.api_key.clone();
         let (decryption_key, salt, comparison_key) = (
             decryption_key.to_owned(),
@@ -88,10 +128,42 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         if !accepted {
-            return Err(AuthError);
+            self.record_failure(client);
+            return Err(AuthError::Failed);
         }
         self.remember(fingerprint);
         Ok(())
+    }
+
+    fn check_throttle(&self, client: IpAddr) -> Result<(), AuthError> {
+        let failures = self.failures.lock().expect("lock");
+        match failures.get(&client) {
+            Some(f) if f.count >= FAILURES_PER_WINDOW && f.since.elapsed() < FAILURE_WINDOW => {
+                let left = FAILURE_WINDOW.saturating_sub(f.since.elapsed());
+                Err(AuthError::Throttled {
+                    retry_after_secs: left.as_secs().max(1),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, client: IpAddr) {
+        let mut failures = self.failures.lock().expect("lock");
+        if failures.len() >= TRACKED_ADDRESSES {
+            failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert(Failures {
+            count: 0,
+            since: Instant::now(),
+        });
+        if entry.since.elapsed() >= FAILURE_WINDOW {
+            *entry = Failures {
+                count: 0,
+                since: Instant::now(),
+            };
+        }
+        entry.count += 1;
     }
 
     /// A keyed hash of the three values, so the cache holds no secret that could be replayed.
@@ -136,6 +208,36 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_generated_credentials_and_nothing_else() {
+        let (secrets, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(&api_key);
+        let client = IpAddr::from([10, 0, 0, 1]);
+        let good = PresentedCredentials {
+            decryption_key: &secrets.decryption_key,
+            salt: &secrets.salt,
+            comparison_key: &secrets.key,
+        };
+        assert_eq!(auth.verify(good, client).await, Ok(()));
+        // Served from the cache the second time.
+        assert_eq!(auth.verify(good, client).await, Ok(()));
+        let wrong_key = PresentedCredentials {
+            comparison_key: "x",
+            ..good
+        };
+        assert_eq!(auth.verify(wrong_key, client).await, Err(AuthError::Failed));
+        let wrong_salt = PresentedCredentials { salt: "00", ..good };
+        assert_eq!(
+            auth.verify(wrong_salt, client).await,
+            Err(AuthError::Failed)
+        );
+        let empty = PresentedCredentials {
+            decryption_key: "",
+            ..good
+        };
+        assert_eq!(auth.verify(empty, client).await, Err(AuthError::Failed));
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_throttle_only_that_address_and_not_cached_clients() {
         let (client, api_key) = credentials::generate().unwrap();
         let auth = Authenticator::new(&api_key);
         let good = PresentedCredentials {
@@ -143,20 +245,22 @@ mod tests {
             salt: &client.salt,
             comparison_key: &client.key,
         };
-        assert_eq!(auth.verify(good).await, Ok(()));
-        // Served from the cache the second time.
-        assert_eq!(auth.verify(good).await, Ok(()));
-        let wrong_key = PresentedCredentials {
-            comparison_key: "x",
+        let attacker = IpAddr::from([10, 0, 0, 2]);
+        auth.verify(good, attacker).await.unwrap();
+        let wrong = PresentedCredentials {
+            comparison_key: "",
             ..good
         };
-        assert_eq!(auth.verify(wrong_key).await, Err(AuthError));
-        let wrong_salt = PresentedCredentials { salt: "00", ..good };
-        assert_eq!(auth.verify(wrong_salt).await, Err(AuthError));
-        let empty = PresentedCredentials {
-            decryption_key: "",
-            ..good
-        };
-        assert_eq!(auth.verify(empty).await, Err(AuthError));
+        for _ in 0..FAILURES_PER_WINDOW {
+            assert_eq!(auth.verify(wrong, attacker).await, Err(AuthError::Failed));
+        }
+        assert!(matches!(
+            auth.verify(wrong, attacker).await,
+            Err(AuthError::Throttled { retry_after_secs }) if retry_after_secs > 0
+        ));
+        // Credentials already verified still pass, and other addresses are not affected.
+        assert_eq!(auth.verify(good, attacker).await, Ok(()));
+        let other = IpAddr::from([10, 0, 0, 3]);
+        assert_eq!(auth.verify(wrong, other).await, Err(AuthError::Failed));
     }
 }

@@ -95,6 +95,18 @@ pub struct ServeArgs {
     /// Most recipients in one upload.
     #[arg(long, env = "MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+    /// Uploads and downloads served at once; more get 503 with Retry-After.
+    #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
+    pub max_concurrent_transfers: usize,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 128 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may pause before the request is failed.
+    #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub body_idle_timeout_secs: u64,
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

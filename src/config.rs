@@ -2,11 +2,12 @@
 //! makes its own keys and credentials.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cli::ServeArgs;
 use crate::credentials::{self, ClientCredentials};
 use crate::crypto::fernet::TOKEN_TEXT_PREFIX;
-use crate::http::{Limits, UploadPolicy};
+use crate::http::{ConnectionLimits, Limits, UploadPolicy};
 use crate::keys::{self, KeygenOutcome, ProxyKeys};
 use crate::storage::Backend;
 
@@ -27,6 +28,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Upload encryption choices.
     pub upload_policy: UploadPolicy,
+    /// Connection-level limits.
+    pub connection_limits: ConnectionLimits,
     /// Lines to show the operator at start (where things are, what to send).
     pub notices: Vec<String>,
 }
@@ -88,7 +91,13 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
             max_public_keys_bytes: args.max_public_keys_bytes,
             max_recipients: args.max_recipients,
             max_upload_bytes: args.max_upload_bytes,
+            body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+            max_concurrent_transfers: args.max_concurrent_transfers,
             ..Limits::default()
+        },
+        connection_limits: ConnectionLimits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            max_header_bytes: args.max_header_bytes,
         },
         upload_policy: UploadPolicy {
             static_data_key: args.static_data_key,

@@ -1,12 +1,10 @@
 //! Starting the proxy: logging, state, listener and shutdown on signals.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::Authenticator;
 use crate::cli::{LogFormat, ServeArgs};
 use crate::config;
 use crate::http::{self, AppState};
@@ -20,14 +18,13 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
         let storage = Storage::open(config.backend.clone()).map_err(|e| e.to_string())?;
-        let state = AppState {
-            keys: Arc::new(config.keys),
-            storage: Arc::new(storage),
-            auth: Arc::new(Authenticator::new(&config.api_key)),
-            limits: config.limits,
-            upload_policy: config.upload_policy,
-            metrics: Arc::default(),
-        };
+        let state = AppState::new(
+            config.keys,
+            storage,
+            &config.api_key,
+            config.limits,
+            config.upload_policy,
+        );
         let address = format!("{}:{}", args.host, args.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -44,7 +41,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             tracing::warn!(%error, "storage is not ready");
         }
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        http::serve(listener, http::router(state), shutdown_signal(), grace)
+        http::serve(listener, http::router(state), shutdown_signal(), grace, config.connection_limits)
             .await
             .map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");

@@ -74,6 +74,9 @@ pub enum StorageError {
     /// The name cannot be stored on this backend.
     #[error("{0}")]
     InvalidName(String),
+    /// The storage has no space left for the upload.
+    #[error("storage is full: {0}")]
+    Full(String),
     /// The storage service refused this proxy's own credentials.
     #[error("storage refused the proxy's credentials: {0}")]
     Unauthorized(String),
@@ -98,7 +101,15 @@ impl From<object_store::Error> for StorageError {
             E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
                 StorageError::Unauthorized(source.to_string())
             }
-            other => StorageError::Unavailable(other.to_string()),
+            other => {
+                let text = other.to_string();
+                // A local disk that fills up surfaces as a generic write error.
+                if text.contains("No space left on device") {
+                    StorageError::Full(text)
+                } else {
+                    StorageError::Unavailable(text)
+                }
+            }
         }
     }
 }

@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use blobprox::auth::Authenticator;
 use blobprox::http::{self, AppState};
 use blobprox::storage::{AzureAccount, Backend, Storage};
 use common::{AZURE_ENV, SECRETS, TestServer, detail, load_keys};
 use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
 use tokio::io::AsyncWriteExt;
 
 const RACERS: usize = 10;
@@ -137,14 +138,13 @@ async fn refused_storage_credentials_are_502_naming_storage() {
     .unwrap();
     let error = storage.check_reachable().await.unwrap_err().to_string();
     assert!(error.contains("refused the proxy's credentials"), "{error}");
-    let state = AppState {
-        keys: std::sync::Arc::new(load_keys()),
-        storage: std::sync::Arc::new(storage),
-        auth: std::sync::Arc::new(Authenticator::new(&SECRETS.api_key)),
-        limits: Default::default(),
-        upload_policy: Default::default(),
-        metrics: Default::default(),
-    };
+    let state = AppState::new(
+        load_keys(),
+        storage,
+        &SECRETS.api_key,
+        Default::default(),
+        Default::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(http::serve(
@@ -152,6 +152,7 @@ async fn refused_storage_credentials_are_502_naming_storage() {
         http::router(state),
         std::future::pending(),
         Duration::ZERO,
+        Default::default(),
     ));
     let response =
         common::with_credentials(reqwest::Client::new().get(format!("{url}/download/anything/x")))
@@ -173,4 +174,205 @@ async fn refused_storage_credentials_are_502_naming_storage() {
     );
     let response = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(response.status(), 503);
+}
+
+/// A TCP forwarder to storage that can be cut, as a network or storage outage would.
+struct Outage {
+    endpoint_port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Outage {
+    async fn in_front_of(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint_port = listener.local_addr().unwrap().port();
+        let (cut, watcher) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut watcher = watcher.clone();
+                if *watcher.borrow() {
+                    continue; // Dropped: refused while storage is "down".
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watcher.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Self { endpoint_port, cut }
+    }
+}
+
+/// A proxy whose Azure storage sits behind an [`Outage`]; `None` without Azurite.
+async fn server_behind_outage() -> Option<(
+    String,
+    Outage,
+    String,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+)> {
+    let connection_string = std::env::var(AZURE_ENV).ok()?;
+    let (_, container, raw) = common::azurite::new_container(&connection_string).await;
+    let endpoint = connection_string
+        .split(';')
+        .find_map(|f| f.strip_prefix("BlobEndpoint="))
+        .unwrap();
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let outage = Outage::in_front_of(upstream.clone()).await;
+    let forwarded =
+        connection_string.replace(&upstream, &format!("127.0.0.1:{}", outage.endpoint_port));
+    let storage = Storage::open(Backend::Azure(
+        AzureAccount::from_connection_string(&forwarded).unwrap(),
+    ))
+    .unwrap();
+    let state = AppState::new(
+        load_keys(),
+        storage,
+        &SECRETS.api_key,
+        Default::default(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(http::serve(
+        listener,
+        http::router(state),
+        std::future::pending(),
+        Duration::ZERO,
+        Default::default(),
+    ));
+    Some((url, outage, container, raw))
+}
+
+#[tokio::test]
+async fn storage_lost_mid_download_aborts_the_response() {
+    let Some((url, outage, container, raw)) = server_behind_outage().await else {
+        eprintln!("skipped: needs {AZURE_ENV} (set by scripts/test.sh)");
+        return;
+    };
+    let client = reqwest::Client::new();
+    let public_key = common::with_credentials(client.get(format!("{url}/key/public")))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let form = reqwest::multipart::Form::new()
+        .text(
+            "public-keys",
+            serde_json::json!({ "me": public_key }).to_string(),
+        )
+        .part("file", reqwest::multipart::Part::bytes(vec![9u8; 64 << 20]));
+    let answer: serde_json::Value =
+        common::with_credentials(client.post(format!("{url}/upload/{container}/big.bin")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let wrapped = answer["keys"]["me"].as_str().unwrap().to_owned();
+    let mut response =
+        common::with_credentials(client.get(format!("{url}/download/{container}/big.bin")))
+            .header("x-blob-key", wrapped)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    outage.cut.send(true).unwrap();
+    let mut received = first.len();
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(received),
+            Err(error) => break Err(error),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "a clean end after {received} of {} bytes",
+        64 << 20
+    );
+    assert_eq!(
+        raw.list(None).try_collect::<Vec<_>>().await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn storage_lost_mid_upload_is_an_error_and_leaves_no_blob() {
+    let Some((url, outage, container, raw)) = server_behind_outage().await else {
+        eprintln!("skipped: needs {AZURE_ENV} (set by scripts/test.sh)");
+        return;
+    };
+    let client = reqwest::Client::new();
+    let public_key = common::with_credentials(client.get(format!("{url}/key/public")))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A file that arrives in 1 MiB pieces; storage goes away after the eighth.
+    let cut = outage.cut.clone();
+    let pieces = futures::stream::iter(0..48).then(move |index| {
+        let cut = cut.clone();
+        async move {
+            if index == 8 {
+                cut.send(true).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, std::io::Error>(vec![5u8; 1 << 20])
+        }
+    });
+    let form = reqwest::multipart::Form::new()
+        .text(
+            "public-keys",
+            serde_json::json!({ "me": public_key }).to_string(),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(pieces)),
+        );
+    let response =
+        common::with_credentials(client.post(format!("{url}/upload/{container}/lost.bin")))
+            .multipart(form)
+            .send()
+            .await;
+    if let Ok(response) = response {
+        let status = response.status().as_u16();
+        assert_eq!(status, 503, "{:?}", response.text().await);
+    }
+    outage.cut.send(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names: Vec<String> = raw
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!names.iter().any(|n| n == "lost.bin"), "{names:?}");
 }

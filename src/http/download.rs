@@ -9,6 +9,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use futures::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::AppState;
@@ -44,6 +45,7 @@ pub async fn download(
     target: BlobPath,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let transfer = state.transfer_permit()?;
     let is_head = request.method() == Method::HEAD;
     let range_header = request.headers().get(RANGE).cloned();
     let wrapped = wrapped_key(request, state.limits.max_download_body_bytes).await?;
@@ -92,7 +94,11 @@ pub async fn download(
     let body = if is_head {
         Body::empty()
     } else {
-        Body::from_stream(opened.into_plaintext(range))
+        // The slot is held until the last byte has gone out (or the client has gone).
+        Body::from_stream(opened.into_plaintext(range).map(move |chunk| {
+            let _held = &transfer;
+            chunk
+        }))
     };
     Ok(response.body(body).expect("valid headers"))
 }

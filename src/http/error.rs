@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::http::StatusCode;
-use axum::http::header::{CONTENT_RANGE, HeaderValue};
+use axum::http::header::{CONTENT_RANGE, HeaderValue, RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -35,6 +35,12 @@ pub enum ApiError {
         /// Plaintext size.
         size: u64,
     },
+    /// Every transfer slot is taken.
+    #[error("too many transfers in progress (the limit is {limit}); retry shortly")]
+    Busy {
+        /// The configured limit.
+        limit: usize,
+    },
     /// Part of the request is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
@@ -58,11 +64,13 @@ impl ApiError {
         match self {
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Auth(AuthError::Failed) => StatusCode::UNAUTHORIZED,
+            ApiError::Auth(AuthError::Throttled { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest(_) | ApiError::Key(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Transfer(error) => match error {
                 TransferError::WrongKey => StatusCode::FORBIDDEN,
                 TransferError::Corrupt(_) => StatusCode::BAD_GATEWAY,
@@ -74,6 +82,7 @@ impl ApiError {
                     StorageError::AlreadyExists | StorageError::Changed => StatusCode::CONFLICT,
                     StorageError::InvalidName(_) => StatusCode::BAD_REQUEST,
                     StorageError::Unauthorized(_) => StatusCode::BAD_GATEWAY,
+                    StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
                     StorageError::Unavailable(_) | StorageError::Config(_) => {
                         StatusCode::SERVICE_UNAVAILABLE
                     }
@@ -117,12 +126,24 @@ impl IntoResponse for ApiError {
         if matches!(
             self,
             ApiError::Transfer(TransferError::Storage(
-                StorageError::Unavailable(_) | StorageError::Unauthorized(_)
+                StorageError::Unavailable(_)
+                    | StorageError::Unauthorized(_)
+                    | StorageError::Full(_)
             ))
         ) {
             response
                 .extensions_mut()
                 .insert(super::observe::StorageFailure);
+        }
+        let retry_after = match self {
+            ApiError::Auth(AuthError::Throttled { retry_after_secs }) => Some(retry_after_secs),
+            ApiError::Busy { .. } => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let ApiError::RangeNotSatisfiable { size } = self {
             let value = HeaderValue::from_str(&format!("bytes */{size}")).expect("ASCII");

@@ -8,12 +8,13 @@ mod openapi;
 mod range;
 mod upload;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -21,6 +22,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
 
 pub use error::ApiError;
 
@@ -41,6 +44,10 @@ pub struct Limits {
     pub max_upload_bytes: Option<u64>,
     /// Largest body of a download request (which carries only the wrapped key).
     pub max_download_body_bytes: usize,
+    /// Longest pause allowed while a request body is arriving.
+    pub body_idle_timeout: Duration,
+    /// Uploads and downloads served at once; more get 503.
+    pub max_concurrent_transfers: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +57,8 @@ impl Default for Limits {
             max_recipients: 100,
             max_upload_bytes: None,
             max_download_body_bytes: 64 * 1024,
+            body_idle_timeout: Duration::from_secs(60),
+            max_concurrent_transfers: 256,
         }
     }
 }
@@ -78,6 +87,39 @@ pub struct AppState {
     pub upload_policy: UploadPolicy,
     /// Request counters and histograms.
     pub metrics: Arc<Metrics>,
+    /// One permit per upload or download in progress.
+    pub transfers: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State for a proxy with these keys, storage, `API_KEY` and policies.
+    pub fn new(
+        keys: ProxyKeys,
+        storage: Storage,
+        api_key: &str,
+        limits: Limits,
+        upload_policy: UploadPolicy,
+    ) -> Self {
+        Self {
+            keys: Arc::new(keys),
+            storage: Arc::new(storage),
+            auth: Arc::new(Authenticator::new(api_key)),
+            transfers: Arc::new(Semaphore::new(limits.max_concurrent_transfers)),
+            limits,
+            upload_policy,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// A transfer slot, or 503 when all are taken; hold it until the transfer ends.
+    pub fn transfer_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.transfers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Busy {
+                limit: self.limits.max_concurrent_transfers,
+            })
+    }
 }
 
 /// The full application router.
@@ -101,43 +143,79 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish for up to `grace`.
+/// Connection-level limits against slow or oversized requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time a client has to send the request line and headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 128 * 1024,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
+/// requests in flight finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    };
-    // Small answers (range reads, errors) must not wait for a delayed ACK.
-    let listener = listener.tap_io(|tcp| {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: wait, do not spin.
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small answers (range reads, errors) must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+        let service = router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(tcp),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        tokio::spawn(graceful.watch(connection));
+    }
+    drop(listener);
     tokio::select! {
-        result = server.into_future() => result,
-        () = deadline => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "transfers still running after the grace period; stopping");
-            Ok(())
         }
     }
+    Ok(())
 }
 
 async fn require_auth(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: Request,
     next: Next,
@@ -153,7 +231,7 @@ async fn require_auth(
         salt: header("x-salt"),
         comparison_key: header("x-comparison-key"),
     };
-    match state.auth.verify(presented).await {
+    match state.auth.verify(presented, peer.ip()).await {
         Ok(()) => next.run(request).await,
         Err(error) => {
             state.metrics.auth_failed();

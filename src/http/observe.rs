@@ -1,11 +1,12 @@
 //! One log line and one metrics record per request, with a request id, written when the
 //! response body has ended (so a download's line has its real size and duration).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
@@ -44,11 +45,13 @@ pub async fn observe(
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
     let received = Arc::new(AtomicU64::new(0));
+    let idle_timeout = state.limits.body_idle_timeout;
     let request = request.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
             on_end: None,
+            idle: Some(IdleTimer::new(idle_timeout)),
         })
     });
     state.metrics.request_started();
@@ -73,6 +76,7 @@ pub async fn observe(
             inner: body,
             bytes: Arc::new(AtomicU64::new(0)),
             on_end: Some(finish),
+            idle: None,
         })
     })
 }
@@ -113,12 +117,47 @@ impl Finish {
     }
 }
 
-/// A body that counts its data bytes and, for responses, reports when it ends or is dropped.
+/// A body that counts its data bytes; for responses it reports when it ends or is dropped, for
+/// requests it fails when the client stops sending.
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
     on_end: Option<Finish>,
+    idle: Option<IdleTimer>,
 }
+
+/// How long a request body has been waited for. Only time spent waiting on the client counts,
+/// not time in which the proxy was busy and did not ask for more.
+struct IdleTimer {
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            waiting: false,
+        }
+    }
+
+    /// Called when the body had nothing: true once the client has been silent too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(deadline);
+        }
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The request body stopped arriving.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stopped arriving for more than {0:?}")]
+struct BodyIdle(Duration);
 
 impl HttpBody for CountingBody {
     type Data = Bytes;
@@ -129,6 +168,16 @@ impl HttpBody for CountingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(idle) = &mut self.idle {
+            if polled.is_pending() {
+                if idle.expired(cx) {
+                    let timeout = idle.timeout;
+                    return Poll::Ready(Some(Err(axum::Error::new(BodyIdle(timeout)))));
+                }
+            } else {
+                idle.waiting = false;
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -33,6 +33,7 @@ pub async fn upload(
     target: BlobPath,
     request: Request,
 ) -> Result<Json<UploadResponse>, ApiError> {
+    let _transfer = state.transfer_permit()?;
     let container = state.storage.container(&target.container).await?;
     let data_key = if state.upload_policy.static_data_key {
         state.keys.symmetric_key.clone()
@@ -154,7 +155,13 @@ async fn receive_form(
 }
 
 fn malformed(error: multer::Error) -> ApiError {
-    ApiError::BadRequest(format!("malformed multipart body: {error}"))
+    match error {
+        // The body itself failed (a slow or vanished client): say so, not "malformed".
+        multer::Error::StreamReadFailed(source) => {
+            ApiError::BadRequest(format!("the request body could not be read: {source}"))
+        }
+        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
+    }
 }
 
 /// Reads a small text field, refusing more than `max` bytes or non-UTF-8 content.

@@ -3,14 +3,13 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-mod azurite;
+pub mod azurite;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use blobprox::auth::Authenticator;
 use blobprox::credentials::{self, ClientCredentials};
-use blobprox::http::{self, AppState, Limits, UploadPolicy};
+use blobprox::http::{self, AppState, ConnectionLimits, Limits, UploadPolicy};
 use blobprox::keys::{self, ProxyKeys};
 use blobprox::storage::{Backend, Storage};
 use blobprox::transfer::BlobFormat;
@@ -48,6 +47,7 @@ pub static SECRETS: LazyLock<Secrets> = LazyLock::new(|| {
 pub struct Options {
     pub limits: Limits,
     pub upload_policy: UploadPolicy,
+    pub connection: ConnectionLimits,
 }
 
 /// Environment variable that switches the suite from the local backend to Azure (Azurite).
@@ -98,14 +98,13 @@ impl TestServer {
             }
         };
         let storage = Storage::open(backend).unwrap();
-        let state = AppState {
-            keys: Arc::new(load_keys()),
-            storage: Arc::new(storage),
-            auth: Arc::new(Authenticator::new(&SECRETS.api_key)),
-            limits: options.limits,
-            upload_policy: options.upload_policy,
-            metrics: Arc::default(),
-        };
+        let state = AppState::new(
+            load_keys(),
+            storage,
+            &SECRETS.api_key,
+            options.limits,
+            options.upload_policy,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
@@ -116,6 +115,7 @@ impl TestServer {
                 let _ = stopped.await;
             },
             Duration::from_secs(1),
+            options.connection,
         ));
         Self {
             url,

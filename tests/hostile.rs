@@ -1,0 +1,371 @@
+//! Hostile and malformed input, limits, and storage faults: always a 4xx (or a clear 5xx for
+//! storage) with a detail, never a panic or a hang, and nothing stored changes.
+
+mod common;
+
+use std::time::Duration;
+
+use blobprox::http::{self, AppState, ConnectionLimits, Limits};
+use blobprox::storage::{AzureAccount, Backend, Storage};
+use common::{Options, SECRETS, TestServer, detail, load_keys};
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn recipients(server: &TestServer) -> String {
+    serde_json::json!({ "me": server.public_key().await }).to_string()
+}
+
+/// Sends raw bytes on a new connection; returns what the server answered before closing.
+async fn raw_exchange(
+    server: &TestServer,
+    request: &[u8],
+    pause_after: Option<Duration>,
+) -> String {
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if let Some(pause) = pause_after {
+        tokio::time::sleep(pause).await;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn credential_lines() -> String {
+    format!(
+        "x-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n",
+        SECRETS.client.decryption_key, SECRETS.client.salt, SECRETS.client.key
+    )
+}
+
+#[tokio::test]
+async fn every_method_on_every_route_is_405_or_served() {
+    let server = TestServer::start().await;
+    let routes = [
+        ("/key/public".to_owned(), &["GET", "HEAD"][..]),
+        (server.upload_path("x"), &["POST"]),
+        (server.download_path("x"), &["GET", "HEAD"]),
+        ("/healthz".to_owned(), &["GET", "HEAD"]),
+        ("/metrics".to_owned(), &["GET", "HEAD"]),
+    ];
+    for (path, allowed) in routes {
+        for method in ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+            let response = server
+                .authed(Method::from_bytes(method.as_bytes()).unwrap(), &path)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            if allowed.contains(&method) {
+                assert_ne!(status, 405, "{method} {path}");
+            } else {
+                assert_eq!(status, 405, "{method} {path}");
+                assert_eq!(response.headers()["allow"], allowed.join(",").as_str());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn huge_or_strange_header_values_are_4xx() {
+    let server = TestServer::start().await;
+    let big = "A".repeat(64 * 1024);
+    let response = server
+        .http
+        .get(format!("{}/key/public", server.url))
+        .header("x-decryption-key", &big)
+        .header("x-salt", &big)
+        .header("x-comparison-key", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(detail(response, 401).await, "Authentication failed");
+    let response = server
+        .authed(Method::GET, &server.download_path("x"))
+        .header("x-blob-key", &big)
+        .send()
+        .await
+        .unwrap();
+    assert!(detail(response, 400).await.contains("unwrapped"));
+    let response = server
+        .authed(Method::GET, &server.download_path("x"))
+        .header(
+            "x-blob-key",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(detail(response, 400).await.contains("x-blob-key"));
+    // Past the header limit the connection answers 431 before any handler runs.
+    let response = server
+        .authed(Method::GET, "/key/public")
+        .header("x-padding", "B".repeat(200 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+}
+
+#[tokio::test]
+async fn oversized_or_non_utf8_fields_are_4xx_and_store_nothing() {
+    let server = TestServer::start().await;
+    let pem = server.public_key().await;
+    let many: serde_json::Map<String, serde_json::Value> = (0..3000)
+        .map(|i| (format!("r{i}"), serde_json::Value::String(pem.clone())))
+        .collect();
+    let cases: Vec<(Form, u16)> = vec![
+        (
+            Form::new()
+                .text("public-keys", serde_json::Value::Object(many).to_string())
+                .part("file", Part::bytes(b"x".to_vec())),
+            413,
+        ),
+        (
+            Form::new()
+                .text("public-keys", "x".repeat(3 << 20))
+                .part("file", Part::bytes(b"x".to_vec())),
+            413,
+        ),
+        (
+            Form::new()
+                .part("public-keys", Part::bytes(b"{\"a\": \"\xff\"}".to_vec()))
+                .part("file", Part::bytes(b"x".to_vec())),
+            400,
+        ),
+        (
+            Form::new()
+                .text("public-keys", recipients(&server).await)
+                .part("overwrite", Part::bytes(b"\xfftrue".to_vec()))
+                .part("file", Part::bytes(b"x".to_vec())),
+            400,
+        ),
+    ];
+    for (form, status) in cases {
+        let response = server
+            .authed(Method::POST, &server.upload_path("f.bin"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert!(!detail(response, status).await.is_empty());
+    }
+    let few: serde_json::Map<String, serde_json::Value> = (0..101)
+        .map(|i| (format!("r{i}"), serde_json::Value::String("x".into())))
+        .collect();
+    let response = server
+        .authed(Method::POST, &server.upload_path("f.bin"))
+        .multipart(
+            Form::new()
+                .text("public-keys", serde_json::Value::Object(few).to_string())
+                .part("file", Part::bytes(b"x".to_vec())),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(detail(response, 400).await.contains("at most 100"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.raw_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn wrapped_keys_that_are_huge_or_not_base64_are_4xx() {
+    let server = TestServer::start().await;
+    server.upload_ok("k", b"x").await;
+    for key in [
+        "not base64 !!!".to_owned(),
+        "QUJD".repeat(100),
+        "A".repeat(10_000_000),
+    ] {
+        let response = server.download("k", &key).await;
+        let status = response.status().as_u16();
+        assert!(status == 400 || status == 413, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_with_a_100_mb_body_is_refused_without_reading_it() {
+    let server = TestServer::start().await;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 100000000\r\n\r\n",
+        server.download_path("x"),
+        credential_lines()
+    );
+    let mut request = head.into_bytes();
+    request.extend(std::iter::repeat_n(b'a', 1 << 20));
+    let answer = raw_exchange(&server, &request, None).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let server = TestServer::start_with(Options {
+        limits: Limits {
+            body_idle_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        connection: ConnectionLimits {
+            header_read_timeout: Duration::from_millis(500),
+            ..ConnectionLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Headers that never finish: the connection is closed without a handler running.
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", None).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A body that stops arriving: the upload fails with a reason, and nothing is stored.
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 100000\r\n\r\n--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nsome",
+        server.upload_path("slow.bin"),
+        credential_lines()
+    );
+    let answer = raw_exchange(&server, request.as_bytes(), Some(Duration::from_secs(2))).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("stopped arriving"), "{answer}");
+    assert!(server.raw_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn upload_size_and_concurrent_transfers_are_limited() {
+    let server = TestServer::start_with(Options {
+        limits: Limits {
+            max_upload_bytes: Some(1000),
+            max_concurrent_transfers: 1,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let response = server.upload("big.bin", &[0u8; 1001], None).await;
+    assert!(detail(response, 413).await.contains("1000 bytes"));
+    assert!(server.raw_names().await.is_empty());
+
+    // One transfer holds the only slot (its body is slow); the next one is told to come back.
+    let slow = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 100000\r\n\r\n--B\r\n",
+        server.upload_path("slow.bin"),
+        credential_lines()
+    );
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    holder.write_all(slow.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = server.upload("second.bin", b"x", None).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(detail(response, 503).await.contains("too many transfers"));
+    drop(holder);
+}
+
+#[tokio::test]
+async fn repeated_wrong_credentials_are_throttled_with_retry_after() {
+    let server = TestServer::start().await;
+    let wrong = || {
+        server
+            .http
+            .get(format!("{}/key/public", server.url))
+            .header("x-decryption-key", "wrong")
+            .header("x-salt", "wrong")
+            .header("x-comparison-key", "wrong")
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(wrong().send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..20].iter().all(|&s| s == 401), "{statuses:?}");
+    let response = wrong().send().await.unwrap();
+    assert!(
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(detail(response, 429).await.contains("too many failed"));
+}
+
+#[tokio::test]
+async fn unreachable_storage_at_start_is_reported_and_answered_with_503() {
+    // Nothing listens on this port: the server must still start and say why it is not ready.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let connection_string = format!(
+        "AccountName=devstoreaccount1;AccountKey=AAAA;BlobEndpoint=http://127.0.0.1:{closed_port}/devstoreaccount1"
+    );
+    let storage = Storage::open(Backend::Azure(
+        AzureAccount::from_connection_string(&connection_string).unwrap(),
+    ))
+    .unwrap();
+    let state = AppState::new(
+        load_keys(),
+        storage,
+        &SECRETS.api_key,
+        Limits::default(),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(http::serve(
+        listener,
+        http::router(state),
+        std::future::pending(),
+        Duration::ZERO,
+        Default::default(),
+    ));
+    let response = reqwest::get(format!("{url}/readyz")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("storage unavailable"),
+        "{body}"
+    );
+    let response =
+        common::with_credentials(reqwest::Client::new().post(format!("{url}/upload/box/x")))
+            .multipart(Form::new().text("public-keys", "{}"))
+            .send()
+            .await
+            .unwrap();
+    assert!(detail(response, 503).await.contains("storage unavailable"));
+}
+
+#[tokio::test]
+async fn a_full_disk_is_507_and_leaves_no_partial_file() {
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        return; // A local disk is what this test fills.
+    }
+    let server = TestServer::start().await;
+    let container = server.data_dir().join(common::CONTAINER);
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&container)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let response = server.upload("large.bin", &vec![1u8; 4 << 20], None).await;
+    let status = response.status().as_u16();
+    let text = detail(response, status).await;
+    let leftovers = server.raw_names().await;
+    let _ = std::process::Command::new("umount")
+        .arg(&container)
+        .status();
+    assert_eq!(status, 507, "{text}");
+    assert!(text.contains("storage is full"), "{text}");
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
