@@ -369,3 +369,64 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     assert!(text.contains("storage is full"), "{text}");
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Builds a multipart body from (field, content) parts with boundary `B`, cut at `keep` bytes.
+fn multipart_body(parts: &[(&str, Vec<u8>)], keep: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, content) in parts {
+        body.extend_from_slice(
+            format!(
+                "--B\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--B--\r\n");
+    body.truncate(keep);
+    body
+}
+
+#[test]
+fn arbitrary_multipart_forms_never_cause_a_server_error() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    let recipients_json = runtime.block_on(recipients(&server)).into_bytes();
+    let content = prop_oneof![
+        Just(recipients_json),
+        Just(b"true".to_vec()),
+        Just(b"{}".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    ];
+    let name = prop_oneof![
+        Just("public-keys"),
+        Just("file"),
+        Just("overwrite"),
+        Just("other")
+    ];
+    let parts = proptest::collection::vec((name, content), 0..5);
+    let config = ProptestConfig::with_cases(64);
+    proptest!(config, |(parts in parts, keep in any::<prop::sample::Index>(), whole in any::<bool>())| {
+        let full = multipart_body(&parts, usize::MAX);
+        let body = if whole { full.clone() } else { multipart_body(&parts, keep.index(full.len() + 1)) };
+        let status = runtime.block_on(async {
+            server
+                .authed(Method::POST, &server.upload_path("prop.bin"))
+                .header("content-type", "multipart/form-data; boundary=B")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        prop_assert!([200, 400, 409, 413, 422].contains(&status), "status {}", status);
+    });
+    let names = runtime.block_on(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.raw_names().await
+    });
+    assert!(names.iter().all(|n| n == "prop.bin"), "{names:?}");
+}

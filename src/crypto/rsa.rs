@@ -227,6 +227,20 @@ mod tests {
         assert_eq!(KEY.unwrap_key(&wrapped), Err(CryptoError::UnwrapFailed));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_wrapped_key_text_is_refused_without_panic(text in ".{0,400}") {
+            proptest::prop_assert!(KEY.unwrap_key(&text).is_err());
+        }
+
+        #[test]
+        fn arbitrary_ciphertexts_of_the_right_length_are_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 256),
+        ) {
+            proptest::prop_assert!(KEY.unwrap_key(&STANDARD.encode(bytes)).is_err());
+        }
+    }
+
     #[test]
     fn pem_garbage_is_rejected_with_a_reason() {
         for text in [
