@@ -245,38 +245,21 @@ fn environment_beats_dotenv_and_flags_beat_both() {
         format!("PORT={dotenv_port}\nHOST=127.0.0.1\n"),
     )
     .unwrap();
-    let served = serve(blobprox(dir.path()), &[]);
-    assert!(
-        served
-            .banner
-            .last()
-            .unwrap()
-            .ends_with(&format!(":{dotenv_port}"))
-    );
-    drop(served);
-
-    let mut command = blobprox(dir.path());
-    command.env("PORT", env_port.to_string());
-    let served = serve(command, &[]);
-    assert!(
-        served
-            .banner
-            .last()
-            .unwrap()
-            .ends_with(&format!(":{env_port}"))
-    );
-    drop(served);
-
-    let mut command = blobprox(dir.path());
-    command.env("PORT", env_port.to_string());
-    let served = serve(command, &["--port", &flag_port.to_string()]);
-    assert!(
-        served
-            .banner
-            .last()
-            .unwrap()
-            .ends_with(&format!(":{flag_port}"))
-    );
+    let flag = flag_port.to_string();
+    let cases: [(Option<u16>, &[&str], u16); 3] = [
+        (None, &[], dotenv_port),
+        (Some(env_port), &[], env_port),
+        (Some(env_port), &["--port", &flag], flag_port),
+    ];
+    for (env, flags, expected) in cases {
+        let mut command = blobprox(dir.path());
+        if let Some(port) = env {
+            command.env("PORT", port.to_string());
+        }
+        let served = serve(command, flags);
+        let listening = served.banner.last().unwrap();
+        assert!(listening.ends_with(&format!(":{expected}")), "{listening}");
+    }
 }
 
 /// A production-style start: keys and credentials made by the commands, JSON logs to a file.

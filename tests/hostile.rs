@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use blobprox::http::{self, AppState, ConnectionLimits, Limits};
+use blobprox::http::{ConnectionLimits, Limits};
 use blobprox::storage::{AzureAccount, Backend, Storage};
-use common::{Options, SECRETS, TestServer, detail, load_keys};
+use common::{Options, SECRETS, TestServer, detail};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -307,22 +307,7 @@ async fn unreachable_storage_at_start_is_reported_and_answered_with_503() {
         AzureAccount::from_connection_string(&connection_string).unwrap(),
     ))
     .unwrap();
-    let state = AppState::new(
-        load_keys(),
-        storage,
-        &SECRETS.api_key,
-        Limits::default(),
-        Default::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(http::serve(
-        listener,
-        http::router(state),
-        std::future::pending(),
-        Duration::ZERO,
-        Default::default(),
-    ));
+    let url = common::serve_storage(storage).await;
     let response = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use blobprox::http::{self, AppState};
 use blobprox::storage::{AzureAccount, Backend, Storage};
 use common::{AZURE_ENV, SECRETS, TestServer, detail, load_keys};
 use futures::future::join_all;
@@ -138,22 +137,7 @@ async fn refused_storage_credentials_are_502_naming_storage() {
     .unwrap();
     let error = storage.check_reachable().await.unwrap_err().to_string();
     assert!(error.contains("refused the proxy's credentials"), "{error}");
-    let state = AppState::new(
-        load_keys(),
-        storage,
-        &SECRETS.api_key,
-        Default::default(),
-        Default::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(http::serve(
-        listener,
-        http::router(state),
-        std::future::pending(),
-        Duration::ZERO,
-        Default::default(),
-    ));
+    let url = common::serve_storage(storage).await;
     let response =
         common::with_credentials(reqwest::Client::new().get(format!("{url}/download/anything/x")))
             .header(
@@ -238,22 +222,7 @@ async fn server_behind_outage() -> Option<(
         AzureAccount::from_connection_string(&forwarded).unwrap(),
     ))
     .unwrap();
-    let state = AppState::new(
-        load_keys(),
-        storage,
-        &SECRETS.api_key,
-        Default::default(),
-        Default::default(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(http::serve(
-        listener,
-        http::router(state),
-        std::future::pending(),
-        Duration::ZERO,
-        Default::default(),
-    ));
+    let url = common::serve_storage(storage).await;
     Some((url, outage, container, raw))
 }
 
@@ -264,16 +233,7 @@ async fn storage_lost_mid_download_aborts_the_response() {
         return;
     };
     let client = reqwest::Client::new();
-    let public_key = common::with_credentials(client.get(format!("{url}/key/public")))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let public_key = common::public_key_at(&url).await;
     let form = reqwest::multipart::Form::new()
         .text(
             "public-keys",
@@ -326,16 +286,7 @@ async fn storage_lost_mid_upload_is_an_error_and_leaves_no_blob() {
         return;
     };
     let client = reqwest::Client::new();
-    let public_key = common::with_credentials(client.get(format!("{url}/key/public")))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let public_key = common::public_key_at(&url).await;
     // A file that arrives in 1 MiB pieces; storage goes away after the eighth.
     let cut = outage.cut.clone();
     let pieces = futures::stream::iter(0..48).then(move |index| {

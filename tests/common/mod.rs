@@ -98,25 +98,11 @@ impl TestServer {
             }
         };
         let storage = Storage::open(backend).unwrap();
-        let state = AppState::new(
-            load_keys(),
-            storage,
-            &SECRETS.api_key,
-            options.limits,
-            options.upload_policy,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(http::serve(
-            listener,
-            http::router(state),
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_secs(1),
-            options.connection,
-        ));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let url = spawn_server(storage, options, stopped).await;
         Self {
             url,
             container,
@@ -179,13 +165,7 @@ impl TestServer {
 
     /// The proxy's public key PEM, from the API.
     pub async fn public_key(&self) -> String {
-        let response = self
-            .authed(reqwest::Method::GET, "/key/public")
-            .send()
-            .await
-            .unwrap();
-        let body: serde_json::Value = response.json().await.unwrap();
-        body["public_key"].as_str().unwrap().to_owned()
+        public_key_at(&self.url).await
     }
 
     /// Uploads `content` as blob `name` for one recipient ("me", this proxy).
@@ -230,6 +210,47 @@ impl Drop for TestServer {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Serves a router over `storage` with the shared keys and credentials on an ephemeral port
+/// until `stopped` completes; returns its URL.
+async fn spawn_server(
+    storage: Storage,
+    options: Options,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> String {
+    let state = AppState::new(
+        load_keys(),
+        storage,
+        &SECRETS.api_key,
+        options.limits,
+        options.upload_policy,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(http::serve(
+        listener,
+        http::router(state),
+        stopped,
+        Duration::from_secs(1),
+        options.connection,
+    ));
+    url
+}
+
+/// Serves a router over `storage` for the rest of the test; returns its URL.
+pub async fn serve_storage(storage: Storage) -> String {
+    spawn_server(storage, Options::default(), std::future::pending()).await
+}
+
+/// The public key PEM of the proxy at `url`.
+pub async fn public_key_at(url: &str) -> String {
+    let response = with_credentials(Client::new().get(format!("{url}/key/public")))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["public_key"].as_str().unwrap().to_owned()
 }
 
 /// The shared key files, loaded.
