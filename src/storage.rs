@@ -99,10 +99,10 @@ impl From<object_store::Error> for StorageError {
                 StorageError::InvalidName("the blob name cannot be stored on this backend".into())
             }
             E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
-                StorageError::Unauthorized(source.to_string())
+                StorageError::Unauthorized(summarize(&source.to_string()))
             }
             other => {
-                let text = other.to_string();
+                let text = summarize(&other.to_string());
                 // A local disk that fills up surfaces as a generic write error.
                 if text.contains("No space left on device") {
                     StorageError::Full(text)
@@ -507,9 +507,23 @@ async fn list_container(store: &MicrosoftAzure) -> Result<(), StorageError> {
     if error.contains("ContainerNotFound") {
         Err(StorageError::ContainerNotFound)
     } else if refused.iter().any(|code| error.contains(code)) {
-        Err(StorageError::Unauthorized(error))
+        Err(StorageError::Unauthorized(summarize(&error)))
     } else {
-        Err(StorageError::Unavailable(error))
+        Err(StorageError::Unavailable(summarize(&error)))
+    }
+}
+
+/// One line from an object_store error: Azure's error code and message when the text carries
+/// Azure's XML error body (instead of the whole request URL and XML), else the first line.
+fn summarize(error: &str) -> String {
+    let tag = |name: &str| {
+        let start = error.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = error[start..].find(&format!("</{name}>"))? + start;
+        error[start..end].lines().next().map(str::trim)
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("Azure answered {code}: {message}"),
+        _ => error.lines().next().unwrap_or_default().to_owned(),
     }
 }
 
@@ -693,6 +707,56 @@ mod tests {
 
     fn blob(name: &str) -> BlobName {
         BlobName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn azure_errors_become_one_line() {
+        let text = "Generic MicrosoftAzure error: Error performing GET http://h/a/c?x in 3ms - \
+                    Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n\
+                    <Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to \
+                    authenticate the request.\nRequestId:1</Message>\n</Error>";
+        assert_eq!(
+            summarize(text),
+            "Azure answered AuthorizationFailure: Server failed to authenticate the request."
+        );
+        assert_eq!(summarize("connection refused\nmore"), "connection refused");
+    }
+
+    #[test]
+    fn connection_strings_and_account_urls_are_read() {
+        let account = AzureAccount::from_connection_string(
+            "DefaultEndpointsProtocol=https;AccountName=clinic;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{account:?}"),
+            "Azure account clinic at https://clinic.blob.core.windows.net (account key)"
+        );
+        let emulator = AzureAccount::from_connection_string("UseDevelopmentStorage=true").unwrap();
+        assert!(format!("{emulator:?}").contains("http://127.0.0.1:10000/devstoreaccount1"));
+        assert!(AzureAccount::from_connection_string("AccountName=x").is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds.json");
+        let url = "https://clinic.blob.core.windows.net";
+        let from_env = AzureAccount::from_account_url(url, &creds).unwrap();
+        assert!(format!("{from_env:?}").ends_with("(environment)"));
+        std::fs::write(
+            &creds,
+            r#"{"tenantId": "t", "clientId": "c", "clientSecret": "s3cret"}"#,
+        )
+        .unwrap();
+        let principal = AzureAccount::from_account_url(url, &creds).unwrap();
+        let shown = format!("{principal:?}");
+        assert!(
+            shown.ends_with("(service principal)") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        std::fs::write(&creds, "{}").unwrap();
+        assert!(AzureAccount::from_account_url(url, &creds).is_err());
+        assert!(
+            AzureAccount::from_account_url("http://clinic.blob.core.windows.net", &creds).is_err()
+        );
     }
 
     #[test]
