@@ -414,11 +414,6 @@ impl Storage {
         })
     }
 
-    /// The backend this storage was opened on.
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
     /// Checks that the backend answers; the reason when it does not.
     pub async fn check_reachable(&self) -> Result<(), StorageError> {
         match &self.backend {
