@@ -150,6 +150,34 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Reports a command-line error on one line (help and version are printed as usual).
+pub fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    let rendered = error.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .map(|line| line.trim_start_matches("error: "))
+        .collect();
+    eprintln!(
+        "blobprox: error: {} (see blobprox --help)",
+        message.join(" ")
+    );
+    ExitCode::from(2)
+}
+
 fn keygen(args: &KeygenArgs) -> Result<(), String> {
     match keys::generate_key_files(&args.path, args.force).map_err(|e| e.to_string())? {
         KeygenOutcome::Created => println!("wrote new keys to {}", args.path.display()),

@@ -12,5 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // The real environment wins over `.env`, and flags win over both.
     let _ = dotenvy::dotenv();
-    blobprox::cli::run(blobprox::cli::Cli::parse())
+    match blobprox::cli::Cli::try_parse() {
+        Ok(cli) => blobprox::cli::run(cli),
+        Err(error) => blobprox::cli::usage_error(error),
+    }
 }

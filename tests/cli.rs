@@ -204,6 +204,35 @@ fn development_start_makes_keys_and_credentials_and_accepts_them() {
 }
 
 #[test]
+fn bad_values_fail_with_one_line_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, env, expected) in [
+        (&["serve", "--port", "abc"][..], None, "--port"),
+        (
+            &["serve"][..],
+            Some(("BLOB_FORMAT", "xml")),
+            "possible values: stream, fernet",
+        ),
+        (
+            &["serve"][..],
+            Some(("STORAGE_URL", "ftp://host/x")),
+            "STORAGE_URL must be",
+        ),
+    ] {
+        let mut command = blobprox(dir.path());
+        command.args(args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
 fn production_start_without_keys_fails_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let output = blobprox(dir.path())
