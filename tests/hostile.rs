@@ -415,3 +415,30 @@ fn arbitrary_multipart_forms_never_cause_a_server_error() {
     });
     assert!(names.iter().all(|n| n == "prop.bin"), "{names:?}");
 }
+
+#[tokio::test]
+async fn endless_part_headers_are_refused_before_memory_runs_out() {
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 1000000000\r\n\r\n--B\r\nX-Endless: ",
+        server.upload_path("h.bin"),
+        credential_lines()
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        for _ in 0..40 {
+            writer.write_all(&[b'x'; 1 << 20]).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("multipart headers are larger"), "{answer}");
+    sender.abort();
+}

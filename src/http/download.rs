@@ -15,6 +15,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::BlobPath;
+use super::form::{self, FormReader};
 use super::range::RangeRequest;
 use crate::storage::StorageError;
 use crate::transfer::OpenedBlob;
@@ -136,24 +137,11 @@ async fn form_field(
     if body.is_empty() {
         return Ok(None);
     }
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if let Ok(boundary) = multer::parse_boundary(content_type) {
-        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
-        {
-            if field.name() == Some(name) {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?;
-                return Ok(Some(text));
+    if form::is_multipart(headers) {
+        let mut form = FormReader::new(headers, Body::from(body))?;
+        while let Some(mut field) = form.next_field().await? {
+            if field.name() == name {
+                return field.text(usize::MAX).await.map(Some);
             }
         }
         return Ok(None);

@@ -3,6 +3,7 @@
 mod download;
 mod error;
 mod extract;
+mod form;
 mod observe;
 mod openapi;
 mod range;

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
 use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::BlobPath;
+use super::form::FormReader;
 use crate::crypto::data_key::DataKey;
 use crate::crypto::rsa::RecipientKey;
 use crate::storage::{BlobName, Container};
@@ -73,23 +73,14 @@ async fn receive_form(
     blob: &BlobName,
     data_key: &DataKey,
 ) -> Result<UploadForm, ApiError> {
-    let boundary = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| multer::parse_boundary(value).ok())
-        .ok_or_else(|| {
-            ApiError::BadRequest(
-                "expected a multipart/form-data body with a boundary in its Content-Type".into(),
-            )
-        })?;
+    let (parts, body) = request.into_parts();
+    let mut form = FormReader::new(&parts.headers, body)?;
     let limits = &state.limits;
-    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
     let mut recipients = None;
     let mut overwrite = None;
     let mut writer: Option<BlobWriter> = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
-        let name = field.name().unwrap_or_default().to_owned();
+    while let Some(mut field) = form.next_field().await? {
+        let name = field.name().to_owned();
         let repeated =
             || ApiError::BadRequest(format!("form field {name:?} is given more than once"));
         match name.as_str() {
@@ -97,15 +88,14 @@ async fn receive_form(
                 if recipients.is_some() {
                     return Err(repeated());
                 }
-                let text =
-                    read_text(&mut field, "public-keys", limits.max_public_keys_bytes).await?;
+                let text = field.text(limits.max_public_keys_bytes).await?;
                 recipients = Some(parse_recipients(&text, limits.max_recipients)?);
             }
             "overwrite" => {
                 if overwrite.is_some() {
                     return Err(repeated());
                 }
-                let text = read_text(&mut field, "overwrite", MAX_OVERWRITE_BYTES).await?;
+                let text = field.text(MAX_OVERWRITE_BYTES).await?;
                 overwrite = Some(parse_bool(&text)?);
             }
             "file" => {
@@ -119,7 +109,7 @@ async fn receive_form(
                 let mut staged =
                     BlobWriter::start(container, blob, data_key, state.upload_policy.format)
                         .await?;
-                while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                while let Some(chunk) = field.chunk().await? {
                     staged.write(&chunk).await?;
                     if let Some(max) = limits.max_upload_bytes
                         && staged.plaintext_len() > max
@@ -132,7 +122,7 @@ async fn receive_form(
                 writer = Some(staged);
             }
             // FastAPI ignores fields it does not know; so does blobprox.
-            _ => while field.chunk().await.map_err(malformed)?.is_some() {},
+            _ => field.skip().await?,
         }
     }
     match (recipients, writer) {
@@ -152,35 +142,6 @@ async fn receive_form(
             Err(ApiError::MissingFields(missing))
         }
     }
-}
-
-fn malformed(error: multer::Error) -> ApiError {
-    match error {
-        // The body itself failed (a slow or vanished client): say so, not "malformed".
-        multer::Error::StreamReadFailed(source) => {
-            ApiError::BadRequest(format!("the request body could not be read: {source}"))
-        }
-        other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
-    }
-}
-
-/// Reads a small text field, refusing more than `max` bytes or non-UTF-8 content.
-async fn read_text(
-    field: &mut multer::Field<'_>,
-    name: &str,
-    max: usize,
-) -> Result<String, ApiError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-        if bytes.len() + chunk.len() > max {
-            return Err(ApiError::TooLarge(format!(
-                "form field {name:?} is larger than the limit of {max} bytes"
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8(bytes)
-        .map_err(|_| ApiError::BadRequest(format!("form field {name:?} is not UTF-8 text")))
 }
 
 /// Parses `public-keys`: a non-empty JSON object of recipient id → RSA public key PEM.
