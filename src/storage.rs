@@ -74,6 +74,9 @@ pub enum StorageError {
     /// The name cannot be stored on this backend.
     #[error("{0}")]
     InvalidName(String),
+    /// The name is a directory of other blobs, or runs through a blob (local backend).
+    #[error("the blob name collides with an existing blob or blob path")]
+    NameConflict,
     /// The storage has no space left for the upload.
     #[error("storage is full: {0}")]
     Full(String),
@@ -91,21 +94,23 @@ pub enum StorageError {
 impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         use object_store::Error as E;
-        match error {
+        match &error {
             E::NotFound { .. } => StorageError::BlobNotFound,
             E::AlreadyExists { .. } => StorageError::AlreadyExists,
             E::Precondition { .. } | E::NotModified { .. } => StorageError::Changed,
             E::InvalidPath { .. } => {
                 StorageError::InvalidName("the blob name cannot be stored on this backend".into())
             }
-            E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
-                StorageError::Unauthorized(summarize(&source.to_string()))
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                StorageError::Unauthorized(summarize(&error))
             }
-            other => {
-                let text = summarize(&other.to_string());
-                // A local disk that fills up surfaces as a generic write error.
+            _ => {
+                let text = summarize(&error);
+                // Local disk trouble surfaces as generic errors; the OS error tells which.
                 if text.contains("No space left on device") {
                     StorageError::Full(text)
+                } else if text.contains("Not a directory") || text.contains("Is a directory") {
+                    StorageError::NameConflict
                 } else {
                     StorageError::Unavailable(text)
                 }
@@ -419,11 +424,12 @@ impl Storage {
         match &self.backend {
             Backend::Local(dir) => match tokio::fs::metadata(dir).await {
                 Ok(meta) if meta.is_dir() => Ok(()),
-                Ok(_) => Err(StorageError::Unavailable(format!(
-                    "{} is not a directory",
-                    dir.display()
+                Ok(_) => Err(StorageError::Unavailable(
+                    "the local storage path is not a directory".into(),
+                )),
+                Err(e) => Err(StorageError::Unavailable(format!(
+                    "the local storage directory cannot be read ({e})"
                 ))),
-                Err(e) => Err(StorageError::Unavailable(format!("{}: {e}", dir.display()))),
             },
             Backend::Memory => Ok(()),
             Backend::Azure(account) => {
@@ -488,8 +494,9 @@ async fn list_container(store: &MicrosoftAzure) -> Result<(), StorageError> {
         .await
     {
         Ok(_) => return Ok(()),
-        Err(error) => error.to_string(),
+        Err(error) => error,
     };
+    let text = error.to_string();
     // object_store reports every failed listing as a generic error; Azure's error code in the
     // message is the only way to tell a missing container from refused credentials.
     let refused = [
@@ -499,27 +506,36 @@ async fn list_container(store: &MicrosoftAzure) -> Result<(), StorageError> {
         "InvalidAuthenticationInfo",
         "403 Forbidden",
     ];
-    if error.contains("ContainerNotFound") {
+    if text.contains("ContainerNotFound") {
         Err(StorageError::ContainerNotFound)
-    } else if refused.iter().any(|code| error.contains(code)) {
+    } else if refused.iter().any(|code| text.contains(code)) {
         Err(StorageError::Unauthorized(summarize(&error)))
     } else {
         Err(StorageError::Unavailable(summarize(&error)))
     }
 }
 
-/// One line from an object_store error: Azure's error code and message when the text carries
-/// Azure's XML error body (instead of the whole request URL and XML), else the first line.
-fn summarize(error: &str) -> String {
+/// One line about a storage error that names no blob, path or URL (blob names can identify
+/// patients, and these texts reach logs and clients): Azure's error code and message when the
+/// error carries Azure's XML body, else the innermost cause (an OS or network error).
+fn summarize(error: &dyn std::error::Error) -> String {
+    let text = error.to_string();
     let tag = |name: &str| {
-        let start = error.find(&format!("<{name}>"))? + name.len() + 2;
-        let end = error[start..].find(&format!("</{name}>"))? + start;
-        error[start..end].lines().next().map(str::trim)
+        let start = text.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        text[start..end].lines().next().map(str::trim)
     };
-    match (tag("Code"), tag("Message")) {
-        (Some(code), Some(message)) => format!("Azure answered {code}: {message}"),
-        _ => error.lines().next().unwrap_or_default().to_owned(),
+    if let (Some(code), Some(message)) = (tag("Code"), tag("Message")) {
+        return format!("Azure answered {code}: {message}");
     }
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let cause = cause.to_string();
+    // The innermost cause can still be a whole request description; keep its last clause.
+    let clause = cause.rsplit(": ").next().unwrap_or(&cause);
+    clause.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Facts about a stored blob.
@@ -705,16 +721,28 @@ mod tests {
     }
 
     #[test]
-    fn azure_errors_become_one_line() {
-        let text = "Generic MicrosoftAzure error: Error performing GET http://h/a/c?x in 3ms - \
-                    Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n\
-                    <Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to \
-                    authenticate the request.\nRequestId:1</Message>\n</Error>";
+    fn storage_errors_become_one_line_without_names() {
+        let azure = std::io::Error::other(
+            "Error performing GET http://h/a/c/patient-42.csv in 3ms - 403 Forbidden: \
+             <?xml version=\"1.0\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  \
+             <Message>Server failed to authenticate the request.\nRequestId:1</Message>\n</Error>",
+        );
         assert_eq!(
-            summarize(text),
+            summarize(&azure),
             "Azure answered AuthorizationFailure: Server failed to authenticate the request."
         );
-        assert_eq!(summarize("connection refused\nmore"), "connection refused");
+        let local = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::other(format!(
+                "Unable to copy file from /data/c/patient-42.csv: {}",
+                std::io::Error::from_raw_os_error(28)
+            ))),
+        };
+        let summary = summarize(&local);
+        assert!(summary.starts_with("No space left on device"), "{summary}");
+        assert!(
+            matches!(StorageError::from(local), StorageError::Full(text) if !text.contains("patient"))
+        );
     }
 
     #[test]

@@ -668,3 +668,16 @@ async fn health_probes_need_no_credentials() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_name_running_through_an_existing_blob_is_a_conflict_on_local_disk() {
+    let server = TestServer::start().await;
+    server.upload_ok("reports", b"a file").await;
+    let response = server.upload("reports/q1.txt", b"under it", None).await;
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        // Azure has no directories: both names are ordinary blobs.
+        assert_eq!(response.status(), 200);
+    } else {
+        assert!(detail(response, 409).await.contains("collides"));
+    }
+}

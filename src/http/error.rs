@@ -79,7 +79,11 @@ impl ApiError {
                     StorageError::ContainerNotFound | StorageError::BlobNotFound => {
                         StatusCode::NOT_FOUND
                     }
-                    StorageError::AlreadyExists | StorageError::Changed => StatusCode::CONFLICT,
+                    StorageError::AlreadyExists | StorageError::NameConflict => {
+                        StatusCode::CONFLICT
+                    }
+                    // The blob was replaced between two reads of one download: worth a retry.
+                    StorageError::Changed => StatusCode::SERVICE_UNAVAILABLE,
                     StorageError::InvalidName(_) => StatusCode::BAD_REQUEST,
                     StorageError::Unauthorized(_) => StatusCode::BAD_GATEWAY,
                     StorageError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -137,7 +141,8 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match self {
             ApiError::Auth(AuthError::Throttled { retry_after_secs }) => Some(retry_after_secs),
-            ApiError::Busy { .. } => Some(1),
+            ApiError::Busy { .. }
+            | ApiError::Transfer(TransferError::Storage(StorageError::Changed)) => Some(1),
             _ => None,
         };
         if let Some(seconds) = retry_after {
