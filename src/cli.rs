@@ -104,7 +104,8 @@ pub struct ServeArgs {
     /// Seconds a client has to send its request headers.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub header_read_timeout_secs: u64,
-    /// Seconds a request body may pause before the request is failed.
+    /// Seconds a client may pause inside a body (sending an upload, taking a download) before
+    /// the transfer is failed.
     #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub body_idle_timeout_secs: u64,
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.

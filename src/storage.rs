@@ -675,20 +675,27 @@ impl StagedBlob {
 
     /// Completes the upload and moves it to its name; with `overwrite` false, only if the name is
     /// free at that instant.
+    ///
+    /// Publishing is one copy (a hard link locally, a server-side copy on Azure, conditional on
+    /// the name being free when `overwrite` is false). Once it succeeded the upload has
+    /// succeeded: removing the staged copy afterwards is best effort, retried on drop.
     pub async fn commit(mut self, overwrite: bool) -> Result<(), StorageError> {
         let writer = self.writer.take().expect("writer present until commit");
         writer.finish().await?;
-        let moved = if overwrite {
-            self.store.rename(&self.staging, &self.target).await
+        if overwrite {
+            self.store.copy(&self.staging, &self.target).await?;
         } else {
             self.store
-                .rename_if_not_exists(&self.staging, &self.target)
-                .await
-        };
-        if moved.is_ok() {
-            self.settled = true;
+                .copy_if_not_exists(&self.staging, &self.target)
+                .await?;
         }
-        moved.map_err(StorageError::from)
+        match self.store.delete(&self.staging).await {
+            Ok(()) => self.settled = true,
+            Err(error) => {
+                tracing::warn!(error = %summarize(&error), "a staged upload was not removed")
+            }
+        }
+        Ok(())
     }
 }
 

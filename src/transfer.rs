@@ -2,6 +2,7 @@
 //! while downloading. Knows the blob formats and storage, nothing of HTTP.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -186,6 +187,9 @@ impl OpenedBlob {
         key: DataKey,
     ) -> Result<Self, TransferError> {
         let info = container.head(&blob).await?;
+        if info.size == 0 {
+            return Err(TransferError::Corrupt("the stored blob is empty".into()));
+        }
         let head_len = info.size.min(stream::HEADER_LEN as u64);
         let head = read_all(&container, &blob, &info, Some(0..head_len)).await?;
         let layout = if head.starts_with(&stream::MAGIC) {
@@ -222,20 +226,28 @@ impl OpenedBlob {
     /// Streams the plaintext, or only `range` of it (non-empty and within the plaintext; only
     /// when [`Self::supports_ranges`]). A failure after the first chunk arrives as an error
     /// item, so the consumer can abort rather than end cleanly.
+    ///
+    /// A client that takes nothing for `stall_timeout` is given up on, so it cannot hold a
+    /// transfer slot and a storage connection forever.
     pub fn into_plaintext(
         self,
         range: Option<Range<u64>>,
+        stall_timeout: Duration,
     ) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
         let (sender, receiver) = mpsc::channel(DOWNLOAD_QUEUE);
+        let delivery = Delivery {
+            sender,
+            stall_timeout,
+        };
         tokio::spawn(async move {
             let pumped = match &self.layout {
-                Layout::Fernet(verified) => self.pump_fernet(verified, &sender).await,
+                Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
                 Layout::Stream { key, layout } => {
-                    self.pump_stream(key, layout, range, &sender).await
+                    self.pump_stream(key, layout, range, &delivery).await
                 }
             };
             if let Err(error) = pumped {
-                let _ = sender.send(Err(error)).await;
+                delivery.send(Err(error)).await;
             }
         });
         futures::stream::unfold(receiver, |mut receiver| async move {
@@ -246,20 +258,20 @@ impl OpenedBlob {
     async fn pump_fernet(
         &self,
         verified: &VerifiedToken,
-        sender: &mpsc::Sender<Result<Bytes, TransferError>>,
+        delivery: &Delivery,
     ) -> Result<(), TransferError> {
         let mut decryptor = FernetDecryptor::new(&self.key, verified)?;
         let mut chunks = self.container.read(&self.blob, &self.info, None).await?;
         while let Some(chunk) = chunks.next().await {
             let mut plaintext = Vec::new();
             decryptor.update(&chunk?, &mut plaintext)?;
-            if sender.send(Ok(Bytes::from(plaintext))).await.is_err() {
+            if !delivery.send(Ok(Bytes::from(plaintext))).await {
                 return Ok(());
             }
         }
         let mut plaintext = Vec::new();
         decryptor.finish(&mut plaintext)?;
-        let _ = sender.send(Ok(Bytes::from(plaintext))).await;
+        delivery.send(Ok(Bytes::from(plaintext))).await;
         Ok(())
     }
 
@@ -268,7 +280,7 @@ impl OpenedBlob {
         key: &SegmentKey,
         layout: &StreamLayout,
         range: Option<Range<u64>>,
-        sender: &mpsc::Sender<Result<Bytes, TransferError>>,
+        delivery: &Delivery,
     ) -> Result<(), TransferError> {
         let range = range.unwrap_or(0..layout.plaintext_len());
         if range.is_empty() {
@@ -302,13 +314,29 @@ impl OpenedBlob {
             let from = range.start.saturating_sub(segment_start) as usize;
             let to = (range.end - segment_start).min(plaintext_len as u64) as usize;
             let piece = segment.freeze().slice(from..to);
-            if sender.send(Ok(piece)).await.is_err() {
+            if !delivery.send(Ok(piece)).await {
                 return Ok(());
             }
             remaining -= wanted as u64;
             index += 1;
         }
         Ok(())
+    }
+}
+
+/// The channel from decryption to the response body.
+struct Delivery {
+    sender: mpsc::Sender<Result<Bytes, TransferError>>,
+    stall_timeout: Duration,
+}
+
+impl Delivery {
+    /// Hands one item on; false when the client is gone or has taken nothing for too long.
+    async fn send(&self, item: Result<Bytes, TransferError>) -> bool {
+        matches!(
+            tokio::time::timeout(self.stall_timeout, self.sender.send(item)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -399,7 +427,11 @@ mod tests {
         range: Option<Range<u64>>,
     ) -> Vec<u8> {
         let opened = OpenedBlob::open(container, name, key).await.unwrap();
-        let chunks: Vec<Bytes> = opened.into_plaintext(range).try_collect().await.unwrap();
+        let chunks: Vec<Bytes> = opened
+            .into_plaintext(range, Duration::from_secs(5))
+            .try_collect()
+            .await
+            .unwrap();
         chunks.concat()
     }
 

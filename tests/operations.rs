@@ -169,3 +169,45 @@ async fn openapi_documents_every_route_and_each_documented_route_exists() {
         "no CDN"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_upload_is_counted_and_leaves_nothing_in_flight() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let secrets = &common::SECRETS.client;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nx-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n\
+         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n--B\r\n",
+        server.upload_path("gone.bin"),
+        secrets.decryption_key,
+        secrets.salt,
+        secrets.key
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "blobprox_requests_total{route=\"/upload/{container}/{*blob}\",status=\"499\"} 1"
+        ),
+        "{text}"
+    );
+    // Only the /metrics request itself is still in flight.
+    assert!(text.contains("blobprox_requests_in_flight 1"), "{text}");
+    assert!(
+        text.contains("blobprox_aborted_responses_total 1"),
+        "{text}"
+    );
+}

@@ -96,10 +96,14 @@ pub async fn download(
         Body::empty()
     } else {
         // The slot is held until the last byte has gone out (or the client has gone).
-        Body::from_stream(opened.into_plaintext(range).map(move |chunk| {
-            let _held = &transfer;
-            chunk
-        }))
+        Body::from_stream(
+            opened
+                .into_plaintext(range, state.limits.body_idle_timeout)
+                .map(move |chunk| {
+                    let _held = &transfer;
+                    chunk
+                }),
+        )
     };
     Ok(response.body(body).expect("valid headers"))
 }

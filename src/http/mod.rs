@@ -45,7 +45,7 @@ pub struct Limits {
     pub max_upload_bytes: Option<u64>,
     /// Largest body of a download request (which carries only the wrapped key).
     pub max_download_body_bytes: usize,
-    /// Longest pause allowed while a request body is arriving.
+    /// Longest pause of a client inside a body: sending an upload, or taking a download.
     pub body_idle_timeout: Duration,
     /// Uploads and downloads served at once; more get 503.
     pub max_concurrent_transfers: usize,

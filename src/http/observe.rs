@@ -55,22 +55,24 @@ pub async fn observe(
         })
     });
     state.metrics.request_started();
-    let mut response = next.run(request).await;
-    if response.extensions().get::<StorageFailure>().is_some() {
-        state.metrics.storage_failed();
-    }
-    response
-        .headers_mut()
-        .insert(REQUEST_ID_HEADER, request_id.clone());
-    let finish = Finish {
+    // Should the handler be dropped (the client left mid-request, or shutdown's grace ran out),
+    // the guard still records the request, as aborted.
+    let mut guard = Unanswered(Some(Finish {
         metrics: state.metrics.clone(),
         request_id: request_id.to_str().unwrap_or_default().to_owned(),
         method,
         route,
-        status: response.status().as_u16(),
+        status: CLIENT_CLOSED_REQUEST,
         received,
         started,
-    };
+    }));
+    let mut response = next.run(request).await;
+    if response.extensions().get::<StorageFailure>().is_some() {
+        state.metrics.storage_failed();
+    }
+    response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    let mut finish = guard.0.take().expect("taken once");
+    finish.status = response.status().as_u16();
     response.map(|body| {
         Body::new(CountingBody {
             inner: body,
@@ -79,6 +81,20 @@ pub async fn observe(
             idle: None,
         })
     })
+}
+
+/// Status recorded for a request whose handler never answered (nginx's convention).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Records a request whose handler was dropped before it answered.
+struct Unanswered(Option<Finish>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(finish) = self.0.take() {
+            finish.run(0, true);
+        }
+    }
 }
 
 /// What to log and record once the response body is done.

@@ -12,7 +12,7 @@ use super::extract::BlobPath;
 use super::form::FormReader;
 use crate::crypto::data_key::DataKey;
 use crate::crypto::rsa::RecipientKey;
-use crate::storage::{BlobName, Container};
+use crate::storage::{BlobName, Container, StorageError};
 use crate::transfer::BlobWriter;
 
 /// Largest `overwrite` value worth reading.
@@ -48,7 +48,14 @@ pub async fn upload(
             .map_err(|e| ApiError::Transfer(e.into()))?;
         decryption_keys.insert(id.clone(), wrapped);
     }
-    form.writer.commit(form.overwrite).await?;
+    // Publishing runs to its end even if the client goes away meanwhile, so that it never stops
+    // halfway through a storage operation.
+    let UploadForm {
+        writer, overwrite, ..
+    } = form;
+    tokio::spawn(writer.commit(overwrite))
+        .await
+        .map_err(|e| ApiError::Transfer(StorageError::Unavailable(e.to_string()).into()))??;
     let name = target.blob.as_str().to_owned();
     Ok(Json(UploadResponse {
         filename: name.clone(),
@@ -104,7 +111,7 @@ async fn receive_form(
                 }
                 // Refuse early when the answer is already certain; the commit re-checks atomically.
                 if overwrite == Some(false) && container.exists(blob).await? {
-                    return Err(crate::storage::StorageError::AlreadyExists.into());
+                    return Err(StorageError::AlreadyExists.into());
                 }
                 let mut staged =
                     BlobWriter::start(container, blob, data_key, state.upload_policy.format)
