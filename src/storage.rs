@@ -147,35 +147,48 @@ impl ContainerName {
     }
 }
 
-/// A blob name: 1–1024 characters, `/`-separated segments that are neither empty nor `.`/`..`,
-/// no control characters, and not under [`STAGING_PREFIX`].
+/// A blob name: 1–1024 characters in at most 254 `/`-separated segments that are neither empty
+/// nor `.`/`..`; no control characters, no backslash (Azure turns it into `/`, so `a\..\b` would
+/// become a `..` segment there), no trailing `.` (Azure does not support it), and not under
+/// [`STAGING_PREFIX`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobName(String);
+
+/// Most `/`-separated segments Azure allows in a blob name.
+const MAX_SEGMENTS: usize = 254;
 
 impl BlobName {
     /// Checks `name` against the naming rules above.
     pub fn parse(name: &str) -> Result<Self, String> {
         let length = name.chars().count();
-        if !(1..=1024).contains(&length) {
-            return Err(format!(
-                "invalid blob name: it has {length} characters; 1 to 1024 are allowed"
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err("invalid blob name: it contains a NUL or control character".into());
-        }
-        if name
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
+        let segments: Vec<&str> = name.split('/').collect();
+        let problem = if !(1..=1024).contains(&length) {
+            Some(format!("it has {length} characters; 1 to 1024 are allowed"))
+        } else if name.chars().any(char::is_control) {
+            Some("it contains a NUL or control character".into())
+        } else if name.contains('\\') {
+            Some("it contains a backslash, which Azure reads as '/'".into())
+        } else if segments
+            .iter()
+            .any(|s| s.is_empty() || *s == "." || *s == "..")
         {
-            return Err("invalid blob name: it has an empty, '.' or '..' path segment".into());
+            Some("it has an empty, '.' or '..' path segment".into())
+        } else if name.ends_with('.') {
+            Some("it ends with '.', which Azure does not support".into())
+        } else if segments.len() > MAX_SEGMENTS {
+            Some(format!(
+                "it has {} path segments; at most {MAX_SEGMENTS} are allowed",
+                segments.len()
+            ))
+        } else if segments[0] == STAGING_PREFIX {
+            Some(format!("names under {STAGING_PREFIX}/ are reserved"))
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(format!("invalid blob name: {problem}")),
+            None => Ok(Self(name.to_owned())),
         }
-        if name.split('/').next() == Some(STAGING_PREFIX) {
-            return Err(format!(
-                "invalid blob name: names under {STAGING_PREFIX}/ are reserved"
-            ));
-        }
-        Ok(Self(name.to_owned()))
     }
 
     /// The name as text.
@@ -811,7 +824,14 @@ mod tests {
 
     #[test]
     fn blob_names_refuse_traversal_and_control_characters() {
-        for good in ["a", "dir/file.txt", "ünïcødé/文件.csv", "a..b", ".hidden"] {
+        for good in [
+            "a",
+            "dir/file.txt",
+            "ünïcødé/文件.csv",
+            "a..b",
+            ".hidden",
+            "a.b/c",
+        ] {
             assert!(BlobName::parse(good).is_ok(), "{good}");
         }
         let long = "x".repeat(1025);
