@@ -35,6 +35,9 @@ pub enum AuthError {
     /// Wrong or missing credentials; deliberately without saying which.
     #[error("Authentication failed")]
     Failed,
+    /// Key derivations are all taken for longer than a client should wait.
+    #[error("authentication is busy; retry shortly")]
+    Busy,
     /// Too many recent failures from this client address.
     #[error(
         "too many failed authentication attempts from this address; retry in {retry_after_secs} s"
@@ -43,6 +46,29 @@ pub enum AuthError {
         /// Seconds until the address may try again.
         retry_after_secs: u64,
     },
+}
+
+/// Longest wait for a free key derivation before the request is told to retry.
+const DERIVATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one host usually holds a
+/// whole /64, so counting single IPv6 addresses would be no limit at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ClientGroup(IpAddr);
+
+impl ClientGroup {
+    fn of(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => Self(address),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    Self(IpAddr::V6(prefix.into()))
+                }
+            },
+        }
+    }
 }
 
 /// Recent failures of one client address.
@@ -68,7 +94,7 @@ pub struct Authenticator {
     api_key: Arc<str>,
     fingerprint_key: hmac::Key,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<ClientGroup, Failures>>,
     derivations: Semaphore,
 }
 
@@ -103,16 +129,18 @@ impl Authenticator {
         if self.is_cached(&fingerprint) {
             return Ok(());
         }
+        let client = ClientGroup::of(client);
         self.check_throttle(client)?;
         if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
             self.record_failure(client);
             return Err(AuthError::Failed);
         }
-        let _permit = self
-            .derivations
-            .acquire()
+        let _permit = tokio::time::timeout(DERIVATION_QUEUE_WAIT, self.derivations.acquire())
             .await
-            .map_err(|_| AuthError::Failed)?;
+            .map_err(|_| AuthError::Busy)?
+            .map_err(|_| AuthError::Busy)?;
+        // Failures may have piled up while this request waited.
+        self.check_throttle(client)?;
         let api_key = self.api_key.clone();
         let (decryption_key, salt, comparison_key) = (
             decryption_key.to_owned(),
@@ -135,7 +163,7 @@ impl Authenticator {
         Ok(())
     }
 
-    fn check_throttle(&self, client: IpAddr) -> Result<(), AuthError> {
+    fn check_throttle(&self, client: ClientGroup) -> Result<(), AuthError> {
         let failures = self.failures.lock().expect("lock");
         match failures.get(&client) {
             Some(f) if f.count >= FAILURES_PER_WINDOW && f.since.elapsed() < FAILURE_WINDOW => {
@@ -148,10 +176,18 @@ impl Authenticator {
         }
     }
 
-    fn record_failure(&self, client: IpAddr) {
+    fn record_failure(&self, client: ClientGroup) {
         let mut failures = self.failures.lock().expect("lock");
         if failures.len() >= TRACKED_ADDRESSES {
             failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+        }
+        if failures.len() >= TRACKED_ADDRESSES
+            && let Some(oldest) = failures
+                .iter()
+                .min_by_key(|(_, f)| f.since)
+                .map(|(k, _)| *k)
+        {
+            failures.remove(&oldest);
         }
         let entry = failures.entry(client).or_insert(Failures {
             count: 0,
@@ -180,13 +216,19 @@ impl Authenticator {
         context.sign().as_ref().try_into().expect("SHA-256 tag")
     }
 
+    /// Whether these credentials were verified within [`CACHE_TTL`]; a hit extends the entry,
+    /// so clients in steady use never derive again.
     fn is_cached(&self, fingerprint: &[u8; 32]) -> bool {
         // Looking up by fingerprint leaks nothing: without the per-process key nobody can
         // compute one, so timing differences say nothing about the secrets behind it.
-        let verified = self.verified.lock().expect("lock");
-        verified
-            .get(fingerprint)
-            .is_some_and(|at| at.elapsed() < CACHE_TTL)
+        let mut verified = self.verified.lock().expect("lock");
+        match verified.get_mut(fingerprint) {
+            Some(at) if at.elapsed() < CACHE_TTL => {
+                *at = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     fn remember(&self, fingerprint: [u8; 32]) {
@@ -262,5 +304,19 @@ mod tests {
         assert_eq!(auth.verify(good, attacker).await, Ok(()));
         let other = IpAddr::from([10, 0, 0, 3]);
         assert_eq!(auth.verify(wrong, other).await, Err(AuthError::Failed));
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ClientGroup::of(a), ClientGroup::of(b));
+        assert_ne!(ClientGroup::of(a), ClientGroup::of(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            ClientGroup::of(mapped),
+            ClientGroup::of(IpAddr::from([10, 0, 0, 1]))
+        );
     }
 }

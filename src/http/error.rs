@@ -66,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Auth(AuthError::Failed) => StatusCode::UNAUTHORIZED,
             ApiError::Auth(AuthError::Throttled { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Auth(AuthError::Busy) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) | ApiError::Key(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,6 +143,7 @@ impl IntoResponse for ApiError {
         let retry_after = match self {
             ApiError::Auth(AuthError::Throttled { retry_after_secs }) => Some(retry_after_secs),
             ApiError::Busy { .. }
+            | ApiError::Auth(AuthError::Busy)
             | ApiError::Transfer(TransferError::Storage(StorageError::Changed)) => Some(1),
             _ => None,
         };
