@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
@@ -29,6 +29,10 @@ pub const STAGING_PREFIX: &str = ".blobprox-staging";
 
 /// Longest path segment a local filesystem stores (NAME_MAX on Linux).
 const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
+/// How long a readiness answer is reused.
+const READINESS_REUSE: Duration = Duration::from_secs(5);
+/// Age after which a staged upload is certainly abandoned.
+const STAGING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// A container probed to check that the account answers; it need not exist.
 const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
 /// The storage emulator's well-known account and key (public, documented by Microsoft).
@@ -57,7 +61,7 @@ const AZURE_PARTS: PartPlan = PartPlan {
 };
 
 /// Storage failures, in terms a client can act on.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StorageError {
     /// The container does not exist.
     #[error("container not found")]
@@ -416,6 +420,8 @@ impl Backend {
 pub struct Storage {
     backend: Backend,
     stores: RwLock<HashMap<ContainerName, Arc<dyn ObjectStore>>>,
+    probe: tokio::sync::OnceCell<MicrosoftAzure>,
+    last_check: tokio::sync::Mutex<Option<(Instant, Result<(), StorageError>)>>,
 }
 
 impl Storage {
@@ -429,11 +435,26 @@ impl Storage {
         Ok(Self {
             backend,
             stores: RwLock::default(),
+            probe: tokio::sync::OnceCell::new(),
+            last_check: tokio::sync::Mutex::default(),
         })
     }
 
-    /// Checks that the backend answers; the reason when it does not.
+    /// Checks that the backend answers; the reason when it does not. The answer is reused for a
+    /// few seconds, so that probes (which need no credentials) cannot hammer storage.
     pub async fn check_reachable(&self) -> Result<(), StorageError> {
+        let mut last = self.last_check.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < READINESS_REUSE
+        {
+            return result.clone();
+        }
+        let result = self.probe().await;
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+
+    async fn probe(&self) -> Result<(), StorageError> {
         match &self.backend {
             Backend::Local(dir) => match tokio::fs::metadata(dir).await {
                 Ok(meta) if meta.is_dir() => Ok(()),
@@ -448,8 +469,11 @@ impl Storage {
             Backend::Azure(account) => {
                 // Listing a container that cannot exist proves the account answers and accepts
                 // the credential: "not found" is the good outcome.
-                let store = account.container_store(PROBE_CONTAINER)?;
-                match list_container(&store).await {
+                let store = self
+                    .probe
+                    .get_or_try_init(|| async { account.container_store(PROBE_CONTAINER) })
+                    .await?;
+                match list_container(store).await {
                     Ok(()) | Err(StorageError::ContainerNotFound) => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -470,8 +494,10 @@ impl Storage {
         }
         let store: Arc<dyn ObjectStore> = match &self.backend {
             Backend::Local(root) => Arc::new(
+                // fsync before success: a 200 must survive a power cut.
                 LocalFileSystem::new_with_prefix(root.join(name.as_str()))
-                    .map_err(StorageError::from)?,
+                    .map_err(StorageError::from)?
+                    .with_fsync(true),
             ),
             Backend::Memory => Arc::new(InMemory::new()),
             Backend::Azure(account) => {
@@ -482,7 +508,13 @@ impl Storage {
             }
         };
         let mut stores = self.stores.write().expect("lock");
-        let store = stores.entry(name.clone()).or_insert(store).clone();
+        let store = stores
+            .entry(name.clone())
+            .or_insert_with(|| {
+                tokio::spawn(sweep_staging(store.clone()));
+                store
+            })
+            .clone();
         Ok(self.wrap(store))
     }
 
@@ -496,6 +528,25 @@ impl Storage {
             store,
             max_segment_bytes,
             parts,
+        }
+    }
+}
+
+/// Removes staged uploads old enough that no upload can still be writing them: leftovers of a
+/// crash or a kill, which the per-upload cleanup never saw.
+async fn sweep_staging(store: Arc<dyn ObjectStore>) {
+    let cutoff = chrono::Utc::now() - STAGING_MAX_AGE;
+    let stale: Vec<Path> = store
+        .list(Some(&Path::from(STAGING_PREFIX)))
+        .try_filter_map(
+            |meta| async move { Ok((meta.last_modified < cutoff).then_some(meta.location)) },
+        )
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    for location in stale {
+        if let Err(error) = store.delete(&location).await {
+            tracing::warn!(error = %summarize(&error), "could not remove a stale staged upload");
         }
     }
 }

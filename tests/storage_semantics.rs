@@ -327,3 +327,27 @@ async fn storage_lost_mid_upload_is_an_error_and_leaves_no_blob() {
         .unwrap();
     assert!(!names.iter().any(|n| n == "lost.bin"), "{names:?}");
 }
+
+#[tokio::test]
+async fn abandoned_staged_uploads_are_swept_when_a_container_is_first_used() {
+    if std::env::var(AZURE_ENV).is_ok() {
+        return; // Backdating a blob needs the local filesystem.
+    }
+    let server = TestServer::start().await;
+    let staging = server
+        .data_dir()
+        .join(common::CONTAINER)
+        .join(".blobprox-staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for (name, age_hours) in [("crashed", 48), ("recent", 1)] {
+        let file = std::fs::File::create(staging.join(name)).unwrap();
+        let modified = std::time::SystemTime::now() - Duration::from_secs(age_hours * 3600);
+        file.set_modified(modified).unwrap();
+    }
+    server
+        .upload_ok("first.bin", b"first use of the container")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!staging.join("crashed").exists());
+    assert!(staging.join("recent").exists());
+}
