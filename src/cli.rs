@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config;
@@ -84,7 +84,13 @@ pub struct ServeArgs {
     pub static_data_key: bool,
     /// Format of new blobs: stream (segmented AES-256-GCM, range reads) or fernet (readable by
     /// the Python proxy). Both formats are always readable.
-    #[arg(long, env = "BLOB_FORMAT", value_enum, default_value_t = BlobFormat::Stream)]
+    #[arg(
+        long,
+        env = "BLOB_FORMAT",
+        default_value = "stream",
+        value_parser = PossibleValuesParser::new(["stream", "fernet"])
+            .map(|text| text.parse::<BlobFormat>().expect("one of the possible values")),
+    )]
     pub blob_format: BlobFormat,
     /// Largest accepted upload in bytes (unset: no limit).
     #[arg(long, env = "MAX_UPLOAD_BYTES")]

@@ -53,13 +53,27 @@ impl From<CryptoError> for TransferError {
 }
 
 /// The format new blobs are written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlobFormat {
     /// blobprox's segmented AES-256-GCM format: range reads, one pass, no base64.
     #[default]
     Stream,
     /// A Fernet token, readable by the Python proxy.
     Fernet,
+}
+
+impl std::str::FromStr for BlobFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "stream" => Ok(BlobFormat::Stream),
+            "fernet" => Ok(BlobFormat::Fernet),
+            other => Err(format!(
+                "unknown blob format {other:?}: use stream or fernet"
+            )),
+        }
+    }
 }
 
 /// The encryption of one blob being written.

@@ -149,6 +149,18 @@ async fn openapi_documents_every_route_and_each_documented_route_exists() {
             }
         }
     }
+    for (path, method) in [
+        ("/upload/{container}/{blob}", "post"),
+        ("/download/{container}/{blob}", "get"),
+    ] {
+        let responses = &paths[path][method]["responses"];
+        for status in ["400", "401", "404", "429", "502", "503"] {
+            assert!(
+                responses.get(status).is_some(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
     let page = server
         .http
         .get(format!("{}/docs", server.url))

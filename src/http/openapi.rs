@@ -38,12 +38,13 @@ pub fn document(limits: &Limits) -> Value {
                 "headers": {"Content-Range": {"schema": {"type": "string"}}}},
         "400": error("Missing or unusable wrapped key, or an invalid container or blob name."),
         "401": error("Authentication failed."),
+        "429": error("Too many failed authentications from this address; see Retry-After."),
         "403": error("The wrapped key does not open this blob."),
         "404": error("Blob not found (or its container)."),
         "413": error("The request body is larger than a download needs."),
         "416": error("The range lies past the end; Content-Range gives the size."),
         "502": error("The stored blob failed authentication, or storage refused the proxy's credentials."),
-        "503": error("Storage unavailable.")
+        "503": error("Storage unavailable, or too many transfers or authentications in progress; see Retry-After.")
     });
     let download_parameters = json!([
         {"name": BLOB_KEY_HEADER, "in": "header", "required": false,
@@ -71,7 +72,9 @@ pub fn document(limits: &Limits) -> Value {
                 "responses": {
                     "200": {"description": "SubjectPublicKeyInfo PEM.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PublicKey"}}}},
-                    "401": error("Authentication failed.")
+                    "401": error("Authentication failed."),
+                    "429": error("Too many failed authentications from this address; see Retry-After."),
+                    "503": error("Authentication busy; see Retry-After.")
                 }
             }},
             "/upload/{container}/{blob}": {"post": {
@@ -94,12 +97,14 @@ pub fn document(limits: &Limits) -> Value {
                     "400": error("Malformed form, recipients, overwrite value, or names."),
                     "401": error("Authentication failed."),
                     "404": error("Container not found."),
-                    "409": error("Blob already exists (and overwrite is not true)."),
+                    "409": error("Blob already exists (and overwrite is not true), or the name collides with a blob path."),
+                    "429": error("Too many failed authentications from this address; see Retry-After."),
                     "413": error("A field or the file is over its limit."),
                     "422": {"description": "Missing form fields (FastAPI's shape).",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationError"}}}},
                     "502": error("Storage refused the proxy's credentials."),
-                    "503": error("Storage unavailable.")
+                    "503": error("Storage unavailable, or too many transfers or authentications in progress; see Retry-After."),
+                    "507": error("The local disk is full.")
                 }
             }},
             "/download/{container}/{blob}": {
