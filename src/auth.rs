@@ -132,15 +132,16 @@ impl Authenticator {
         let client = ClientGroup::of(client);
         self.check_throttle(client)?;
         if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
-            self.record_failure(client);
+            self.reserve_attempt(client)?;
             return Err(AuthError::Failed);
         }
         let _permit = tokio::time::timeout(DERIVATION_QUEUE_WAIT, self.derivations.acquire())
             .await
             .map_err(|_| AuthError::Busy)?
             .map_err(|_| AuthError::Busy)?;
-        // Failures may have piled up while this request waited.
-        self.check_throttle(client)?;
+        // Counted as a failure until it succeeds, so that concurrent attempts from one address
+        // cannot together exceed the limit.
+        self.reserve_attempt(client)?;
         let api_key = self.api_key.clone();
         let (decryption_key, salt, comparison_key) = (
             decryption_key.to_owned(),
@@ -156,13 +157,14 @@ impl Authenticator {
         .await
         .unwrap_or(false);
         if !accepted {
-            self.record_failure(client);
             return Err(AuthError::Failed);
         }
+        self.forgive_attempt(client);
         self.remember(fingerprint);
         Ok(())
     }
 
+    /// Refuses, without counting, an address whose budget is already spent.
     fn check_throttle(&self, client: ClientGroup) -> Result<(), AuthError> {
         let failures = self.failures.lock().expect("lock");
         match failures.get(&client) {
@@ -176,7 +178,8 @@ impl Authenticator {
         }
     }
 
-    fn record_failure(&self, client: ClientGroup) {
+    /// Counts an attempt against `client`, or refuses it when the window's budget is spent.
+    fn reserve_attempt(&self, client: ClientGroup) -> Result<(), AuthError> {
         let mut failures = self.failures.lock().expect("lock");
         if failures.len() >= TRACKED_ADDRESSES {
             failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
@@ -199,7 +202,21 @@ impl Authenticator {
                 since: Instant::now(),
             };
         }
+        if entry.count >= FAILURES_PER_WINDOW {
+            let left = FAILURE_WINDOW.saturating_sub(entry.since.elapsed());
+            return Err(AuthError::Throttled {
+                retry_after_secs: left.as_secs().max(1),
+            });
+        }
         entry.count += 1;
+        Ok(())
+    }
+
+    /// Takes back an attempt that succeeded.
+    fn forgive_attempt(&self, client: ClientGroup) {
+        if let Some(entry) = self.failures.lock().expect("lock").get_mut(&client) {
+            entry.count = entry.count.saturating_sub(1);
+        }
     }
 
     /// A keyed hash of the three values, so the cache holds no secret that could be replayed.
@@ -304,6 +321,31 @@ mod tests {
         assert_eq!(auth.verify(good, attacker).await, Ok(()));
         let other = IpAddr::from([10, 0, 0, 3]);
         assert_eq!(auth.verify(wrong, other).await, Err(AuthError::Failed));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_wrong_attempts_never_exceed_the_budget() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = std::sync::Arc::new(Authenticator::new(&api_key));
+        let attacker = IpAddr::from([10, 0, 0, 4]);
+        let attempts = (0..3 * FAILURES_PER_WINDOW).map(|i| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let wrong = format!("wrong-{i}");
+                let presented = PresentedCredentials {
+                    decryption_key: &wrong,
+                    salt: "00",
+                    comparison_key: "x",
+                };
+                auth.verify(presented, attacker).await
+            })
+        });
+        let outcomes: Vec<_> = futures::future::join_all(attempts).await;
+        let failed = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Err(AuthError::Failed))))
+            .count();
+        assert_eq!(failed, FAILURES_PER_WINDOW as usize);
     }
 
     #[test]
