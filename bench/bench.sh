@@ -16,7 +16,7 @@
 set -euo pipefail
 
 SCRIPT_NAME=bench
-# shellcheck source=bench/lib.sh
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SCRIPT_DIR="$REPO_ROOT/bench"
 
@@ -49,6 +49,7 @@ if [[ -n "$BENCH_WATCH" ]]; then
 fi
 
 bench_build
+check_idle
 bench_workdir
 bench_credentials
 DATA="$WORK/data"
@@ -58,7 +59,11 @@ if [[ -z "${STORAGE_URL:-}" && -z "${AZURE_STORAGE_CONNECTION_STRING:-}" ]]; the
     STORAGE_URL="file://$DATA"
     LOCAL_STORAGE=1
 fi
-STORAGE_DESC="${STORAGE_URL:-Azure connection string (${AZURE_STORAGE_CONNECTION_STRING//AccountKey=[^;]*;/AccountKey=…;})}"
+if [[ -n "${STORAGE_URL:-}" ]]; then
+    STORAGE_DESC="$STORAGE_URL"
+else
+    STORAGE_DESC="Azure, $(sed -E 's/AccountKey=[^;]*/AccountKey=…/; s/;+$//' <<<"$AZURE_STORAGE_CONNECTION_STRING")"
+fi
 PK_FILE="$WORK/public-keys.json"
 RESTART_PER_TRANSFER=0
 IDLE_RSS_KB=""
@@ -85,8 +90,10 @@ start_for_format() {
     CURRENT_FORMAT="$format"
 }
 
-# Before a measured transfer: a clean peak-RSS counter.
+# Before a measured transfer: no dirty pages left from writing the source file or the previous
+# transfer (their writeback would slow this one), and a clean peak-RSS counter.
 prepare_transfer() {
+    sync
     if ((RESTART_PER_TRANSFER)); then
         start_for_format "$CURRENT_FORMAT"
     else
@@ -143,11 +150,11 @@ range_test() {
         cmp -s "$body" "$tail_file" || die "[range] request $i: body differs from the file's last $RANGE_TAIL bytes"
         times+=("$secs")
     done
-    RANGE_RESULT="$(python3 - "$bytes" "$RANGE_TAIL" "${times[@]}" <<'EOF'
+    RANGE_RESULT="$(python3 - "$bytes" "$RANGE_TAIL" "$RANGE_SIZE" "${times[@]}" <<'EOF'
 import math, statistics, sys
-size, tail, ts = int(sys.argv[1]), int(sys.argv[2]), sorted(float(t) * 1000 for t in sys.argv[3:])
+size, tail, ts = int(sys.argv[1]), int(sys.argv[2]), sorted(float(t) * 1000 for t in sys.argv[4:])
 p95 = ts[math.ceil(0.95 * len(ts)) - 1]
-print(f"| {size / 2**30:g} GiB stream | bytes=-{tail} | {len(ts)} | {statistics.median(ts):.2f} | {p95:.2f} | {ts[0]:.2f} | {ts[-1]:.2f} |")
+print(f"| {sys.argv[3]} stream ({size} bytes) | bytes=-{tail} | {len(ts)} | {statistics.median(ts):.2f} | {p95:.2f} | {ts[0]:.2f} | {ts[-1]:.2f} |")
 EOF
 )"
     log "[range] all $RANGE_REQUESTS answers were 206 with the right $RANGE_TAIL bytes and Content-Range: $want_cr"
@@ -167,7 +174,7 @@ measure() {
     for run in $(seq "$REPEAT"); do
         prepare_transfer
         read -r rss_before _ < <(mem_kb)
-        sampled_curl "$WORK/out.txt" -o "$WORK/resp.json" -w '%{http_code} %{time_total}' \
+        sampled_curl "$WORK/out.txt" -o "$WORK/resp.json" -w '%{http_code} %{time_total}\n' \
             "${AUTH[@]}" -F "public-keys=<$PK_FILE" -F "file=@$src" -F overwrite=true \
             "$BASE/upload/$CONTAINER/$blob" || die "$tag upload: curl failed (server log: $(tail -n 5 "$SERVER_LOG"))"
         read -r code secs <"$WORK/out.txt"
@@ -204,7 +211,7 @@ measure() {
     for run in $(seq "$REPEAT"); do
         prepare_transfer
         read -r rss_before _ < <(mem_kb)
-        sampled_curl "$WORK/out.txt" -o /dev/null -w '%{http_code} %{time_total} %{size_download} %{time_starttransfer}' \
+        sampled_curl "$WORK/out.txt" -o /dev/null -w '%{http_code} %{time_total} %{size_download} %{time_starttransfer}\n' \
             "${AUTH[@]}" -H "x-blob-key: $wrapped" "$BASE/download/$CONTAINER/$blob" ||
             die "$tag download: curl failed (server log: $(tail -n 5 "$SERVER_LOG"))"
         read -r code secs got ttfb <"$WORK/out.txt"
@@ -280,6 +287,7 @@ stop_server
 # ---------------------------------------------------------------- report
 echo
 machine_line
+echo "$BUSY_NOTE"
 echo "client: curl $(curl --version | awk 'NR==1 {print $2}'); storage: $STORAGE_DESC; repeats: $REPEAT (best time, highest peak)"
 echo "server idle RSS at start: $(kib_to_mib "$IDLE_RSS_KB") MiB"
 ((RESTART_PER_TRANSFER)) && echo "peak RSS: server restarted before each transfer (clear_refs unavailable)"
@@ -288,7 +296,8 @@ echo "| size | format | upload MB/s | download MB/s | download first byte (s) | 
 echo "|---|---|---:|---:|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "CPU during the fastest transfer, % of one core (200 = both cores); server and ${WATCH_NAME:-server} as average/busiest ${WATCH_NAME:+0.5 s }interval:"
+echo "CPU during the fastest transfer of each row, in % of one core (200 = both cores busy):"
+echo "blobprox${WATCH_NAME:+ and $WATCH_NAME} as average/busiest 0.5 s; curl as average."
 echo
 if [[ -n "$WATCH_PID" ]]; then
     echo "| size | format | upload: blobprox | upload: $WATCH_NAME | upload: curl | download: blobprox | download: $WATCH_NAME | download: curl |"
