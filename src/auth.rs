@@ -21,9 +21,6 @@ const CACHE_CAPACITY: usize = 1024;
 /// Key derivations running at once; each takes a core for tens of milliseconds.
 const CONCURRENT_DERIVATIONS: usize = 2;
 
-/// Failures after a client address has made this many wrong attempts in one window are refused
-/// without deriving anything.
-const FAILURES_PER_WINDOW: u32 = 20;
 /// The window over which failures are counted.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Client addresses whose failures are remembered at once.
@@ -95,12 +92,15 @@ pub struct Authenticator {
     fingerprint_key: hmac::Key,
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     failures: Mutex<HashMap<ClientGroup, Failures>>,
+    failures_per_window: Option<u32>,
     derivations: Semaphore,
 }
 
 impl Authenticator {
     /// An authenticator for the `API_KEY` token text.
-    pub fn new(api_key: &str) -> Self {
+    /// `failures_per_minute` wrong attempts from one address are allowed each minute; past them
+    /// the address is refused without any work (0: no limit).
+    pub fn new(api_key: &str, failures_per_minute: u32) -> Self {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).expect("system random generator");
         Self {
@@ -108,6 +108,7 @@ impl Authenticator {
             fingerprint_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
             verified: Mutex::default(),
             failures: Mutex::default(),
+            failures_per_window: (failures_per_minute > 0).then_some(failures_per_minute),
             derivations: Semaphore::new(CONCURRENT_DERIVATIONS),
         }
     }
@@ -168,7 +169,7 @@ impl Authenticator {
     fn check_throttle(&self, client: ClientGroup) -> Result<(), AuthError> {
         let failures = self.failures.lock().expect("lock");
         match failures.get(&client) {
-            Some(f) if f.count >= FAILURES_PER_WINDOW && f.since.elapsed() < FAILURE_WINDOW => {
+            Some(f) if self.spent(f) => {
                 let left = FAILURE_WINDOW.saturating_sub(f.since.elapsed());
                 Err(AuthError::Throttled {
                     retry_after_secs: left.as_secs().max(1),
@@ -176,6 +177,12 @@ impl Authenticator {
             }
             _ => Ok(()),
         }
+    }
+
+    fn spent(&self, failures: &Failures) -> bool {
+        self.failures_per_window.is_some_and(|limit| {
+            failures.count >= limit && failures.since.elapsed() < FAILURE_WINDOW
+        })
     }
 
     /// Counts an attempt against `client`, or refuses it when the window's budget is spent.
@@ -202,7 +209,10 @@ impl Authenticator {
                 since: Instant::now(),
             };
         }
-        if entry.count >= FAILURES_PER_WINDOW {
+        if self
+            .failures_per_window
+            .is_some_and(|limit| entry.count >= limit)
+        {
             let left = FAILURE_WINDOW.saturating_sub(entry.since.elapsed());
             return Err(AuthError::Throttled {
                 retry_after_secs: left.as_secs().max(1),
@@ -265,10 +275,12 @@ mod tests {
     use super::*;
     use crate::credentials;
 
+    const FAILURES: u32 = 20;
+
     #[tokio::test]
     async fn accepts_generated_credentials_and_nothing_else() {
         let (secrets, api_key) = credentials::generate().unwrap();
-        let auth = Authenticator::new(&api_key);
+        let auth = Authenticator::new(&api_key, FAILURES);
         let client = IpAddr::from([10, 0, 0, 1]);
         let good = PresentedCredentials {
             decryption_key: &secrets.decryption_key,
@@ -298,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn repeated_failures_throttle_only_that_address_and_not_cached_clients() {
         let (client, api_key) = credentials::generate().unwrap();
-        let auth = Authenticator::new(&api_key);
+        let auth = Authenticator::new(&api_key, FAILURES);
         let good = PresentedCredentials {
             decryption_key: &client.decryption_key,
             salt: &client.salt,
@@ -310,7 +322,7 @@ mod tests {
             comparison_key: "",
             ..good
         };
-        for _ in 0..FAILURES_PER_WINDOW {
+        for _ in 0..FAILURES {
             assert_eq!(auth.verify(wrong, attacker).await, Err(AuthError::Failed));
         }
         assert!(matches!(
@@ -326,9 +338,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_wrong_attempts_never_exceed_the_budget() {
         let (_, api_key) = credentials::generate().unwrap();
-        let auth = std::sync::Arc::new(Authenticator::new(&api_key));
+        let auth = std::sync::Arc::new(Authenticator::new(&api_key, FAILURES));
         let attacker = IpAddr::from([10, 0, 0, 4]);
-        let attempts = (0..3 * FAILURES_PER_WINDOW).map(|i| {
+        let attempts = (0..3 * FAILURES).map(|i| {
             let auth = auth.clone();
             tokio::spawn(async move {
                 let wrong = format!("wrong-{i}");
@@ -345,7 +357,7 @@ mod tests {
             .iter()
             .filter(|o| matches!(o, Ok(Err(AuthError::Failed))))
             .count();
-        assert_eq!(failed, FAILURES_PER_WINDOW as usize);
+        assert_eq!(failed, FAILURES as usize);
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Uploads and downloads served at once; more get 503 with Retry-After.
     #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
     pub max_concurrent_transfers: usize,
+    /// Wrong credentials allowed per client address (IPv6: per /64) and minute; past them the
+    /// address gets 429 without any key derivation. 0 turns the limit off.
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
+    pub auth_failures_per_minute: u32,
     /// Largest request head (request line and headers) in bytes; larger gets 431.
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 128 * 1024)]
     pub max_header_bytes: usize,

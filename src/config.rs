@@ -93,6 +93,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
             max_upload_bytes: args.max_upload_bytes,
             body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
             max_concurrent_transfers: args.max_concurrent_transfers,
+            auth_failures_per_minute: args.auth_failures_per_minute,
             ..Limits::default()
         },
         connection_limits: ConnectionLimits {

@@ -49,6 +49,8 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Uploads and downloads served at once; more get 503.
     pub max_concurrent_transfers: usize,
+    /// Wrong credentials allowed per client address and minute before 429 (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -60,6 +62,7 @@ impl Default for Limits {
             max_download_body_bytes: 64 * 1024,
             body_idle_timeout: Duration::from_secs(60),
             max_concurrent_transfers: 256,
+            auth_failures_per_minute: 20,
         }
     }
 }
@@ -104,7 +107,7 @@ impl AppState {
         Self {
             keys: Arc::new(keys),
             storage: Arc::new(storage),
-            auth: Arc::new(Authenticator::new(api_key)),
+            auth: Arc::new(Authenticator::new(api_key, limits.auth_failures_per_minute)),
             transfers: Arc::new(Semaphore::new(limits.max_concurrent_transfers)),
             limits,
             upload_policy,

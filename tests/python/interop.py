@@ -52,6 +52,7 @@ _PROXY_ENV_VARS = (
     "SHUTDOWN_GRACE_SECS",
     "LOG_FORMAT",
     "BLOB_FORMAT",
+    "AUTH_FAILURES_PER_MINUTE",
     "AZURE_STORAGE_CONNECTION_STRING",
 )
 
@@ -193,6 +194,8 @@ class ProxyLauncher:
             "KEY_VAULT_PATH": str(keydir.resolve()),
             "STORAGE_URL": datadir.as_uri(),  # file:///tmp/...
             "BLOB_FORMAT": "fernet",
+            # One session server sees every test's wrong credentials from 127.0.0.1: no throttling.
+            "AUTH_FAILURES_PER_MINUTE": "0",
         }
         settings.update(extra_env or {})  # may override the defaults above, e.g. BLOB_FORMAT
         env = clean_env(**settings)
