@@ -23,6 +23,16 @@ fn blobprox(dir: &Path) -> Command {
     command
 }
 
+/// Runs `blobprox keygen -p keys` (with `--force` when asked) in `dir`.
+fn keygen(dir: &Path, keys: &Path, force: bool) -> std::process::Output {
+    let mut command = blobprox(dir);
+    command.arg("keygen");
+    if force {
+        command.arg("--force");
+    }
+    command.arg("-p").arg(keys).output().unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -90,20 +100,12 @@ fn banner_value(banner: &[String], key: &str) -> String {
 fn keygen_writes_keys_once_and_is_safe_to_rerun() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let output = blobprox(dir.path())
-        .args(["keygen", "-p"])
-        .arg(&keys)
-        .output()
-        .unwrap();
+    let output = keygen(dir.path(), &keys, false);
     assert!(output.status.success());
     let private = std::fs::read(keys.join("rsa_private_key.pem")).unwrap();
     assert!(keys.join("rsa_public_key.pem").is_file() && keys.join("symmetric_key.key").is_file());
 
-    let output = blobprox(dir.path())
-        .args(["keygen", "-p"])
-        .arg(&keys)
-        .output()
-        .unwrap();
+    let output = keygen(dir.path(), &keys, false);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("left unchanged"));
     assert_eq!(
@@ -112,17 +114,9 @@ fn keygen_writes_keys_once_and_is_safe_to_rerun() {
     );
 
     std::fs::remove_file(keys.join("symmetric_key.key")).unwrap();
-    let output = blobprox(dir.path())
-        .args(["keygen", "-p"])
-        .arg(&keys)
-        .output()
-        .unwrap();
+    let output = keygen(dir.path(), &keys, false);
     assert!(!output.status.success());
-    let output = blobprox(dir.path())
-        .args(["keygen", "--force", "-p"])
-        .arg(&keys)
-        .output()
-        .unwrap();
+    let output = keygen(dir.path(), &keys, true);
     assert!(output.status.success());
     assert_ne!(
         std::fs::read(keys.join("rsa_private_key.pem")).unwrap(),
@@ -247,11 +241,7 @@ fn production_start_without_keys_fails_with_one_clear_line() {
     assert!(stderr.contains("blobprox keygen"), "{stderr}");
 
     let keys = dir.path().join("keys");
-    blobprox(dir.path())
-        .args(["keygen", "-p"])
-        .arg(&keys)
-        .output()
-        .unwrap();
+    keygen(dir.path(), &keys, false);
     let output = blobprox(dir.path())
         .args(["serve", "--port", "0"])
         .env("KEY_VAULT_PATH", &keys)

@@ -161,15 +161,7 @@ async fn openapi_documents_every_route_and_each_documented_route_exists() {
             );
         }
     }
-    let page = server
-        .http
-        .get(format!("{}/docs", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = server.get_text("/docs").await;
     assert!(page.contains("fetch(\"openapi.json\")"));
     assert!(
         !page.contains("src=\"http") && !page.contains("href=\"http"),
@@ -196,15 +188,7 @@ async fn a_client_that_leaves_mid_upload_is_counted_and_leaves_nothing_in_flight
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     drop(stream);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let text = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/metrics").await;
     let upload_requests: u64 = text
         .lines()
         .filter(|line| line.starts_with("blobprox_requests_total{route=\"/upload/"))

@@ -158,6 +158,17 @@ impl TestServer {
         names
     }
 
+    /// The body of an unauthenticated `GET path`.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// A request with valid credentials.
     pub fn authed(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         with_credentials(self.http.request(method, format!("{}{path}", self.url)))
