@@ -7,22 +7,27 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use std::time::{Duration, Instant};
 
-use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
+use object_store::azure::MicrosoftAzure;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt,
-    RetryConfig, WriteMultipart,
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
 };
-use serde::Deserialize;
 use thiserror::Error;
+
+mod azure;
+mod names;
+
+pub use azure::AzureAccount;
+use azure::list_container;
+pub use names::{BlobName, ContainerName};
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
@@ -35,10 +40,6 @@ const READINESS_REUSE: Duration = Duration::from_secs(5);
 const STAGING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// A container probed to check that the account answers; it need not exist.
 const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
-/// The storage emulator's well-known account and key (public, documented by Microsoft).
-const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
-const EMULATOR_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// How an upload is cut into parts on its way to storage; part size × parts in flight bounds
 /// the memory one upload holds.
@@ -123,89 +124,6 @@ impl From<object_store::Error> for StorageError {
     }
 }
 
-/// A container name that Azure accepts: 3–63 of `a-z`, `0-9`, single `-`, alphanumeric ends.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerName(String);
-
-impl ContainerName {
-    /// Checks `name` against Azure's container naming rules.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let valid_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        let alnum_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if (3..=63).contains(&name.len()) && valid_chars && alnum_ends && !name.contains("--") {
-            Ok(Self(name.to_owned()))
-        } else {
-            Err(format!(
-                "invalid container name {name:?}: use 3 to 63 lowercase letters, digits and single \
-                 hyphens, starting and ending with a letter or digit"
-            ))
-        }
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A blob name: 1–1024 characters in at most 254 `/`-separated segments that are neither empty
-/// nor `.`/`..`; no control characters, no backslash (Azure turns it into `/`, so `a\..\b` would
-/// become a `..` segment there), no trailing `.` (Azure does not support it), and not under
-/// [`STAGING_PREFIX`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobName(String);
-
-/// Most `/`-separated segments Azure allows in a blob name.
-const MAX_SEGMENTS: usize = 254;
-
-impl BlobName {
-    /// Checks `name` against the naming rules above.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let length = name.chars().count();
-        let segments: Vec<&str> = name.split('/').collect();
-        let problem = if !(1..=1024).contains(&length) {
-            Some(format!("it has {length} characters; 1 to 1024 are allowed"))
-        } else if name.chars().any(char::is_control) {
-            Some("it contains a NUL or control character".into())
-        } else if name.contains('\\') {
-            Some("it contains a backslash, which Azure reads as '/'".into())
-        } else if segments
-            .iter()
-            .any(|s| s.is_empty() || *s == "." || *s == "..")
-        {
-            Some("it has an empty, '.' or '..' path segment".into())
-        } else if name.ends_with('.') {
-            Some("it ends with '.', which Azure does not support".into())
-        } else if segments.len() > MAX_SEGMENTS {
-            Some(format!(
-                "it has {} path segments; at most {MAX_SEGMENTS} are allowed",
-                segments.len()
-            ))
-        } else if segments[0] == STAGING_PREFIX {
-            Some(format!("names under {STAGING_PREFIX}/ are reserved"))
-        } else {
-            None
-        };
-        match problem {
-            Some(problem) => Err(format!("invalid blob name: {problem}")),
-            None => Ok(Self(name.to_owned())),
-        }
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn path(&self) -> Result<Path, StorageError> {
-        Path::parse(&self.0)
-            .map_err(|e| StorageError::InvalidName(format!("invalid blob name: {e}")))
-    }
-}
-
 /// Which service holds the containers.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -215,158 +133,6 @@ pub enum Backend {
     Memory,
     /// An Azure Blob Storage account (or the Azurite emulator).
     Azure(AzureAccount),
-}
-
-/// How to reach and sign in to an Azure storage account.
-#[derive(Clone)]
-pub struct AzureAccount {
-    account: String,
-    endpoint: String,
-    credential: AzureCredential,
-}
-
-/// The proxy's own credential for Azure.
-#[derive(Clone)]
-enum AzureCredential {
-    /// A shared account key (connection strings, Azurite).
-    AccessKey(String),
-    /// A service principal, as in the original's `STORAGE_CREDS` file.
-    ServicePrincipal(ServicePrincipal),
-    /// Whatever the environment offers: `AZURE_*` variables, workload or managed identity.
-    Environment,
-}
-
-/// The JSON of a `STORAGE_CREDS` file.
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ServicePrincipal {
-    tenant_id: String,
-    client_id: String,
-    client_secret: String,
-}
-
-impl std::fmt::Debug for AzureAccount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the credential itself.
-        let credential = match self.credential {
-            AzureCredential::AccessKey(_) => "account key",
-            AzureCredential::ServicePrincipal(_) => "service principal",
-            AzureCredential::Environment => "environment",
-        };
-        write!(
-            f,
-            "Azure account {} at {} ({credential})",
-            self.account, self.endpoint
-        )
-    }
-}
-
-impl AzureAccount {
-    /// Parses an Azure connection string (`AccountName`, `AccountKey`, optional `BlobEndpoint`,
-    /// or `UseDevelopmentStorage=true`).
-    pub fn from_connection_string(text: &str) -> Result<Self, StorageError> {
-        let fields: HashMap<String, String> = text
-            .split(';')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            .collect();
-        let field = |name: &str| fields.get(&name.to_ascii_lowercase()).cloned();
-        if field("UseDevelopmentStorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(Self {
-                account: EMULATOR_ACCOUNT.into(),
-                endpoint: format!("http://127.0.0.1:10000/{EMULATOR_ACCOUNT}"),
-                credential: AzureCredential::AccessKey(EMULATOR_KEY.into()),
-            });
-        }
-        let missing = |name: &str| {
-            StorageError::Config(format!("AZURE_STORAGE_CONNECTION_STRING has no {name}"))
-        };
-        let account = field("AccountName").ok_or_else(|| missing("AccountName"))?;
-        let key = field("AccountKey").ok_or_else(|| missing("AccountKey"))?;
-        let endpoint = field("BlobEndpoint").unwrap_or_else(|| {
-            let protocol = field("DefaultEndpointsProtocol").unwrap_or_else(|| "https".into());
-            let suffix = field("EndpointSuffix").unwrap_or_else(|| "core.windows.net".into());
-            format!("{protocol}://{account}.blob.{suffix}")
-        });
-        Ok(Self {
-            account,
-            endpoint: endpoint.trim_end_matches('/').to_owned(),
-            credential: AzureCredential::AccessKey(key),
-        })
-    }
-
-    /// An account URL (`https://ACCOUNT.blob.core.windows.net`) with the service principal in
-    /// `creds_file`, or with the environment's credential when that file does not exist.
-    pub fn from_account_url(url: &str, creds_file: &std::path::Path) -> Result<Self, StorageError> {
-        let host = url
-            .strip_prefix("https://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|host| !host.contains('/'))
-            .ok_or_else(|| {
-                StorageError::Config(format!(
-                    "{url}: expected an account URL such as https://ACCOUNT.blob.core.windows.net"
-                ))
-            })?;
-        let account = host.split('.').next().unwrap_or_default().to_owned();
-        let credential = match std::fs::read_to_string(creds_file) {
-            Ok(text) => {
-                AzureCredential::ServicePrincipal(serde_json::from_str(&text).map_err(|e| {
-                    StorageError::Config(format!(
-                        "{}: expected JSON with tenantId, clientId and clientSecret ({e})",
-                        creds_file.display()
-                    ))
-                })?)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AzureCredential::Environment,
-            Err(e) => {
-                return Err(StorageError::Config(format!(
-                    "{}: {e}",
-                    creds_file.display()
-                )));
-            }
-        };
-        Ok(Self {
-            account,
-            endpoint: format!("https://{host}"),
-            credential,
-        })
-    }
-
-    /// The store of one container.
-    fn container_store(&self, container: &str) -> Result<MicrosoftAzure, StorageError> {
-        let builder = match &self.credential {
-            AzureCredential::Environment => MicrosoftAzureBuilder::from_env(),
-            _ => MicrosoftAzureBuilder::new(),
-        };
-        let builder = builder
-            .with_account(&self.account)
-            .with_endpoint(self.endpoint.clone())
-            .with_allow_http(self.endpoint.starts_with("http://"))
-            .with_container_name(container)
-            // Throttling and 5xx are retried with backoff, briefly: past that the client gets 503.
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(5),
-                    base: 2.0,
-                },
-                max_retries: 5,
-                retry_timeout: Duration::from_secs(30),
-            });
-        let builder = match &self.credential {
-            AzureCredential::AccessKey(key) => builder.with_access_key(key),
-            AzureCredential::ServicePrincipal(principal) => builder
-                .with_client_secret_authorization(
-                    &principal.client_id,
-                    &principal.client_secret,
-                    &principal.tenant_id,
-                ),
-            AzureCredential::Environment => builder,
-        };
-        builder
-            .build()
-            .map_err(|e| StorageError::Config(e.to_string()))
-    }
 }
 
 impl Backend {
@@ -548,34 +314,6 @@ async fn sweep_staging(store: Arc<dyn ObjectStore>) {
         if let Err(error) = store.delete(&location).await {
             tracing::warn!(error = %summarize(&error), "could not remove a stale staged upload");
         }
-    }
-}
-
-/// Lists (at most one level of) a container to learn whether it exists and the credential works.
-async fn list_container(store: &MicrosoftAzure) -> Result<(), StorageError> {
-    let error = match store
-        .list_with_delimiter(Some(&Path::from(STAGING_PREFIX)))
-        .await
-    {
-        Ok(_) => return Ok(()),
-        Err(error) => error,
-    };
-    let text = error.to_string();
-    // object_store reports every failed listing as a generic error; Azure's error code in the
-    // message is the only way to tell a missing container from refused credentials.
-    let refused = [
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "AuthorizationPermissionMismatch",
-        "InvalidAuthenticationInfo",
-        "403 Forbidden",
-    ];
-    if text.contains("ContainerNotFound") {
-        Err(StorageError::ContainerNotFound)
-    } else if refused.iter().any(|code| text.contains(code)) {
-        Err(StorageError::Unauthorized(summarize(&error)))
-    } else {
-        Err(StorageError::Unavailable(summarize(&error)))
     }
 }
 
@@ -787,10 +525,6 @@ impl Drop for StagedBlob {
 mod tests {
     use super::*;
 
-    fn blob(name: &str) -> BlobName {
-        BlobName::parse(name).unwrap()
-    }
-
     #[test]
     fn storage_errors_become_one_line_without_names() {
         let azure = std::io::Error::other(
@@ -816,82 +550,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn connection_strings_and_account_urls_are_read() {
-        let account = AzureAccount::from_connection_string(
-            "DefaultEndpointsProtocol=https;AccountName=clinic;AccountKey=a2V5;EndpointSuffix=core.windows.net",
-        )
-        .unwrap();
-        assert_eq!(
-            format!("{account:?}"),
-            "Azure account clinic at https://clinic.blob.core.windows.net (account key)"
-        );
-        let emulator = AzureAccount::from_connection_string("UseDevelopmentStorage=true").unwrap();
-        assert!(format!("{emulator:?}").contains("http://127.0.0.1:10000/devstoreaccount1"));
-        assert!(AzureAccount::from_connection_string("AccountName=x").is_err());
-
-        let dir = tempfile::tempdir().unwrap();
-        let creds = dir.path().join("creds.json");
-        let url = "https://clinic.blob.core.windows.net";
-        let from_env = AzureAccount::from_account_url(url, &creds).unwrap();
-        assert!(format!("{from_env:?}").ends_with("(environment)"));
-        std::fs::write(
-            &creds,
-            r#"{"tenantId": "t", "clientId": "c", "clientSecret": "s3cret"}"#,
-        )
-        .unwrap();
-        let principal = AzureAccount::from_account_url(url, &creds).unwrap();
-        let shown = format!("{principal:?}");
-        assert!(
-            shown.ends_with("(service principal)") && !shown.contains("s3cret"),
-            "{shown}"
-        );
-        std::fs::write(&creds, "{}").unwrap();
-        assert!(AzureAccount::from_account_url(url, &creds).is_err());
-        assert!(
-            AzureAccount::from_account_url("http://clinic.blob.core.windows.net", &creds).is_err()
-        );
-    }
-
-    #[test]
-    fn container_names_follow_azure_rules() {
-        for good in ["abc", "my-container-1", &"a".repeat(63)] {
-            assert!(ContainerName::parse(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "ab",
-            "ABC",
-            "a--b",
-            "-abc",
-            "abc-",
-            "a_b",
-            "a.b",
-            &"a".repeat(64),
-            "ab c",
-        ] {
-            assert!(ContainerName::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn blob_names_refuse_traversal_and_control_characters() {
-        for good in [
-            "a",
-            "dir/file.txt",
-            "ünïcødé/文件.csv",
-            "a..b",
-            ".hidden",
-            "a.b/c",
-        ] {
-            assert!(BlobName::parse(good).is_ok(), "{good}");
-        }
-        let long = "x".repeat(1025);
-        for bad in [
-            "", "../x", "a/../b", "./a", "a//b", "/a", "a/", "a\0b", "a\nb", &long,
-        ] {
-            assert!(BlobName::parse(bad).is_err(), "{bad:?}");
-        }
-        assert!(BlobName::parse(".blobprox-staging/x").is_err());
+    fn blob(name: &str) -> BlobName {
+        BlobName::parse(name).unwrap()
     }
 
     async fn read_all(container: &Container, name: &BlobName) -> Vec<u8> {
