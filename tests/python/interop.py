@@ -11,11 +11,13 @@ Environment:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,99 @@ def auth_headers(client: dict) -> dict[str, str]:
     }
 
 
+# --- the client calls: what the original's users did with `requests` --------------------------
+# (test_readme_client.py keeps one test that spells the README's calls out in full.)
+
+# The two ways a download may carry the wrapped key: `by` value -> what a failure message calls it.
+DOWNLOAD_WAYS = {"field": "decryption-key field", "header": "x-blob-key header"}
+
+
+def fetch_public_key(url: str, headers: dict[str, str]) -> str:
+    """GET /key/public, which must answer 200, and the PEM it serves."""
+    response = requests.get(f"{url}/key/public", headers=headers, timeout=HTTP_TIMEOUT)
+    assert response.status_code == 200, response.text
+    return response.json()["public_key"]
+
+
+def post_upload(
+    url: str,
+    headers: dict[str, str],
+    container: str,
+    name: str,
+    content: bytes | Path,
+    public_key: str | dict[str, str],
+    *,
+    as_form_fields: bool = False,
+    **fields: str,
+) -> requests.Response:
+    """POST /upload/<container>/<name>; the answer is not checked.
+
+    content: bytes, sent as the `file` part named after the blob's last path segment, or a Path
+        whose open file is streamed as the part (the README's `files={"file": f}`).
+    public_key: one PEM, for recipient "me", or a {recipient: PEM} map; sent as JSON `public-keys`.
+    fields: further form fields, e.g. overwrite="true".
+    as_form_fields: `public-keys` and `fields` go as ordinary form fields (`data=`, before the
+        file) instead of as parts in `files=` after the file, the way the README sent them.
+    """
+    recipients = {"me": public_key} if isinstance(public_key, str) else public_key
+    form = {"public-keys": json.dumps(recipients), **fields}
+    if isinstance(content, (bytes, bytearray)):
+        opened = contextlib.nullcontext((name.rsplit("/", 1)[-1], content))
+    else:
+        opened = open(content, "rb")
+    with opened as file_part:
+        if as_form_fields:
+            parts = {"data": form, "files": {"file": file_part}}
+        else:
+            parts = {"files": {"file": file_part, **form}}
+        return requests.post(
+            f"{url}/upload/{container}/{name}", headers=headers, timeout=HTTP_TIMEOUT, **parts
+        )
+
+
+def upload_body(*args, **kwargs) -> dict:
+    """`post_upload` (same arguments), which must answer 200, and the JSON body of its answer."""
+    response = post_upload(*args, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def upload(*args, **kwargs) -> str:
+    """`post_upload` (same arguments), which must answer 200, and the wrapped key it returns for
+    recipient "me"."""
+    return upload_body(*args, **kwargs)["decryption_keys"]["me"]
+
+
+def download(
+    url: str,
+    headers: dict[str, str],
+    container: str,
+    name: str,
+    wrapped: str,
+    *,
+    by: str = "field",
+    **kwargs,
+) -> requests.Response:
+    """GET /download/<container>/<name>; the answer is not checked. The wrapped key goes in the
+    `decryption-key` form field (by="field", the README's way) or the `x-blob-key` header
+    (by="header"); `kwargs` go to `requests.get` (e.g. stream=True)."""
+    target = f"{url}/download/{container}/{name}"
+    if by == "field":
+        return requests.get(
+            target, headers=headers, data={"decryption-key": wrapped}, timeout=HTTP_TIMEOUT, **kwargs
+        )
+    if by == "header":
+        return requests.get(target, headers={**headers, "x-blob-key": wrapped}, timeout=HTTP_TIMEOUT, **kwargs)
+    raise ValueError(f"by must be one of {list(DOWNLOAD_WAYS)}, not {by!r}")
+
+
+def download_both_ways(*args, **kwargs) -> Iterator[tuple[str, requests.Response]]:
+    """`download` (same arguments but `by`) with the key in the form field, then in the header:
+    yields (how, response), each request made only when the loop asks for it."""
+    for by, how in DOWNLOAD_WAYS.items():
+        yield how, download(*args, by=by, **kwargs)
+
+
 @dataclass
 class Proxy:
     """A running blobprox server and everything a test needs to talk to it and inspect it."""
@@ -140,9 +235,7 @@ class Proxy:
         return self.datadir / (container or self.container) / name
 
     def public_key_pem(self) -> str:
-        response = requests.get(f"{self.url}/key/public", headers=self.headers, timeout=HTTP_TIMEOUT)
-        assert response.status_code == 200, response.text
-        return response.json()["public_key"]
+        return fetch_public_key(self.url, self.headers)
 
     def private_key(self):
         pem = (self.keydir / "rsa_private_key.pem").read_bytes()

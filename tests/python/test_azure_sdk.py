@@ -26,7 +26,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from interop import HTTP_TIMEOUT, Proxy, start_blobprox_made_proxy
+from interop import HTTP_TIMEOUT, Proxy, download, post_upload, start_blobprox_made_proxy
 
 try:
     from azure.storage.blob import BlobServiceClient, BlobType
@@ -144,22 +144,12 @@ def azure_wrong_key_proxy(launcher, tmp_path_factory, azure_connection_string, a
 
 
 def _upload(proxy: Proxy, container: str, name: str, data: bytes, *, overwrite: bool | None = None) -> requests.Response:
-    fields = {"file": (name.rsplit("/", 1)[-1], data), "public-keys": json.dumps({"me": proxy.public_key_pem()})}
-    if overwrite is not None:
-        fields["overwrite"] = str(overwrite).lower()
-    return requests.post(
-        f"{proxy.url}/upload/{container}/{name}",
-        headers=proxy.headers,
-        files=fields,
-        timeout=HTTP_TIMEOUT,
-    )
+    fields = {} if overwrite is None else {"overwrite": str(overwrite).lower()}
+    return post_upload(proxy.url, proxy.headers, container, name, data, proxy.public_key_pem(), **fields)
 
 
 def _download(proxy: Proxy, container: str, name: str, wrapped: str, *, by: str = "field") -> requests.Response:
-    url = f"{proxy.url}/download/{container}/{name}"
-    if by == "field":
-        return requests.get(url, headers=proxy.headers, data={"decryption-key": wrapped}, timeout=HTTP_TIMEOUT)
-    return requests.get(url, headers={**proxy.headers, "x-blob-key": wrapped}, timeout=HTTP_TIMEOUT)
+    return download(proxy.url, proxy.headers, container, name, wrapped, by=by)
 
 
 def _detail(response: requests.Response):

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from interop import CONTAINER, HTTP_TIMEOUT
+from interop import CONTAINER, download, download_both_ways, upload
 
 PLAINTEXT = b"confidential lab results: all values within range\n" * 40
 
 
 def _upload(proxy, name: str, data: bytes) -> str:
-    response = requests.post(
-        f"{proxy.url}/upload/{CONTAINER}/{name}",
-        headers=proxy.headers,
-        files={"file": (name, data), "public-keys": json.dumps({"me": proxy.public_key_pem()})},
-        timeout=HTTP_TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["decryption_keys"]["me"]
+    return upload(proxy.url, proxy.headers, CONTAINER, name, data, proxy.public_key_pem())
 
 
 def _flip_middle(token: bytes) -> bytes:
@@ -57,11 +49,7 @@ def test_damaged_blob_is_refused(proxy, blob_name, corruption):
     assert damaged != token
     path.write_bytes(damaged)
 
-    for kwargs in (
-        {"headers": proxy.headers, "data": {"decryption-key": wrapped}},
-        {"headers": {**proxy.headers, "x-blob-key": wrapped}},
-    ):
-        response = requests.get(f"{proxy.url}/download/{CONTAINER}/{name}", timeout=HTTP_TIMEOUT, **kwargs)
+    for _, response in download_both_ways(proxy.url, proxy.headers, CONTAINER, name, wrapped):
         _assert_refused(response)
 
 
@@ -69,13 +57,7 @@ def test_python_written_blob_tampered_is_refused(proxy, blob_name):
     name = blob_name(".txt")
     key = Fernet.generate_key()
     proxy.blob_path(name).write_bytes(_flip_middle(Fernet(key).encrypt(PLAINTEXT)))
-    response = requests.get(
-        f"{proxy.url}/download/{CONTAINER}/{name}",
-        headers=proxy.headers,
-        data={"decryption-key": proxy.wrap(key)},
-        timeout=HTTP_TIMEOUT,
-    )
-    _assert_refused(response)
+    _assert_refused(download(proxy.url, proxy.headers, CONTAINER, name, proxy.wrap(key)))
 
 
 def test_large_blob_tampered_near_the_end_never_ends_cleanly(proxy, blob_name):
@@ -88,11 +70,7 @@ def test_large_blob_tampered_near_the_end_never_ends_cleanly(proxy, blob_name):
     i = len(token) - 1000
     path.write_bytes(token[:i] + (b"B" if token[i : i + 1] == b"A" else b"A") + token[i + 1 :])
     try:
-        response = requests.get(
-            f"{proxy.url}/download/{CONTAINER}/{name}",
-            headers={**proxy.headers, "x-blob-key": wrapped},
-            timeout=HTTP_TIMEOUT,
-        )
+        response = download(proxy.url, proxy.headers, CONTAINER, name, wrapped, by="header")
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
         return  # aborted mid-body: acceptable
     _assert_refused(response)
@@ -103,47 +81,28 @@ def test_key_of_another_blob_is_refused(proxy, blob_name):
     name_a, name_b = blob_name(".txt"), blob_name(".txt")
     _upload(proxy, name_a, PLAINTEXT)
     wrapped_b = _upload(proxy, name_b, b"another file\n")
-    response = requests.get(
-        f"{proxy.url}/download/{CONTAINER}/{name_a}",
-        headers=proxy.headers,
-        data={"decryption-key": wrapped_b},
-        timeout=HTTP_TIMEOUT,
-    )
-    _assert_refused(response, statuses=(400, 403))
+    _assert_refused(download(proxy.url, proxy.headers, CONTAINER, name_a, wrapped_b), statuses=(400, 403))
 
 
 def test_key_this_proxy_cannot_unwrap_is_refused(proxy, blob_name):
     name = blob_name(".txt")
     _upload(proxy, name, PLAINTEXT)
     for bad in ("not base64 at all!", "QUJD", ""):
-        response = requests.get(
-            f"{proxy.url}/download/{CONTAINER}/{name}",
-            headers={**proxy.headers, "x-blob-key": bad} if bad else proxy.headers,
-            data=None if bad else {"decryption-key": ""},
-            timeout=HTTP_TIMEOUT,
-        )
+        # A bad key in the header; the empty one as an empty `decryption-key` field.
+        response = download(proxy.url, proxy.headers, CONTAINER, name, bad, by="header" if bad else "field")
         _assert_refused(response, statuses=(400, 403))
 
 
 def test_missing_blob_is_404(proxy, blob_name):
     wrapped = proxy.wrap(Fernet.generate_key())
     name = blob_name(".txt")
-    for kwargs in (
-        {"headers": proxy.headers, "data": {"decryption-key": wrapped}},
-        {"headers": {**proxy.headers, "x-blob-key": wrapped}},
-    ):
-        response = requests.get(f"{proxy.url}/download/{CONTAINER}/{name}", timeout=HTTP_TIMEOUT, **kwargs)
-        assert response.status_code == 404, response.text
-        assert response.json() == {"detail": "Blob not found"}
+    for how, response in download_both_ways(proxy.url, proxy.headers, CONTAINER, name, wrapped):
+        assert response.status_code == 404, f"{how}: {response.text}"
+        assert response.json() == {"detail": "Blob not found"}, how
 
 
 def test_missing_container_is_404_blob_not_found(proxy):
     wrapped = proxy.wrap(Fernet.generate_key())
-    response = requests.get(
-        f"{proxy.url}/download/no-such-container/file.txt",
-        headers=proxy.headers,
-        data={"decryption-key": wrapped},
-        timeout=HTTP_TIMEOUT,
-    )
+    response = download(proxy.url, proxy.headers, "no-such-container", "file.txt", wrapped)
     assert response.status_code == 404, response.text
     assert response.json() == {"detail": "Blob not found"}

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
-import requests
 from cryptography.fernet import Fernet
 
-from interop import CONTAINER, HTTP_TIMEOUT
+from interop import CONTAINER, download_both_ways, upload
 
 SIZE = 5 * 1024 * 1024
 
@@ -21,23 +19,9 @@ def test_five_mib_round_trip(proxy, tmp_path, blob_name):
     path.write_bytes(data)
     name = f"big/{blob_name('.bin')}"
 
-    with open(path, "rb") as f:
-        response = requests.post(
-            f"{proxy.url}/upload/{CONTAINER}/{name}",
-            headers=proxy.headers,
-            files={"file": f, "public-keys": json.dumps({"me": proxy.public_key_pem()})},
-            timeout=HTTP_TIMEOUT,
-        )
-    assert response.status_code == 200, response.text
-    wrapped = response.json()["decryption_keys"]["me"]
+    wrapped = upload(proxy.url, proxy.headers, CONTAINER, name, path, proxy.public_key_pem())
 
-    for how, kwargs in (
-        ("decryption-key field", {"headers": proxy.headers, "data": {"decryption-key": wrapped}}),
-        ("x-blob-key header", {"headers": {**proxy.headers, "x-blob-key": wrapped}}),
-    ):
-        response = requests.get(
-            f"{proxy.url}/download/{CONTAINER}/{name}", stream=True, timeout=HTTP_TIMEOUT, **kwargs
-        )
+    for how, response in download_both_ways(proxy.url, proxy.headers, CONTAINER, name, wrapped, stream=True):
         assert response.status_code == 200, f"{how}: {response.text}"
         assert response.headers["Content-Type"] == "application/octet-stream", how
         h, n = hashlib.sha256(), 0

@@ -8,7 +8,6 @@ The original's key generator wrote the private key with `cryptography` in Tradit
 from __future__ import annotations
 
 import base64
-import json
 import os
 
 import pytest
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from interop import CONTAINER, HTTP_TIMEOUT, auth_headers
+from interop import CONTAINER, HTTP_TIMEOUT, auth_headers, download, download_both_ways, fetch_public_key, upload
 
 
 def python_keygen(keydir) -> None:
@@ -73,9 +72,7 @@ def python_proxy(launcher, tmp_path_factory):
 
 
 def test_public_key_is_the_python_written_one(python_proxy):
-    response = requests.get(f"{python_proxy.url}/key/public", headers=python_proxy.headers, timeout=HTTP_TIMEOUT)
-    assert response.status_code == 200, response.text
-    served = response.json()["public_key"]
+    served = fetch_public_key(python_proxy.url, python_proxy.headers)
     assert served.startswith("-----BEGIN PUBLIC KEY-----")
     on_disk = (python_proxy.keydir / "rsa_public_key.pem").read_bytes().decode("ascii")
     assert served == on_disk
@@ -85,8 +82,7 @@ def test_public_key_is_the_python_written_one(python_proxy):
 
 
 def test_python_made_credentials_are_accepted_and_others_refused(python_proxy, proxy):
-    response = requests.get(f"{python_proxy.url}/key/public", headers=python_proxy.headers, timeout=HTTP_TIMEOUT)
-    assert response.status_code == 200, response.text
+    fetch_public_key(python_proxy.url, python_proxy.headers)  # accepted: 200
     # The other server's (blobprox-made) credentials do not open this one.
     response = requests.get(f"{python_proxy.url}/key/public", headers=proxy.headers, timeout=HTTP_TIMEOUT)
     assert response.status_code == 401
@@ -99,28 +95,14 @@ def test_round_trip_with_python_made_keys(python_proxy, tmp_path, blob_name):
     path = tmp_path / "doc.txt"
     path.write_bytes(plaintext)
     name = blob_name(".txt")
-    public_key = requests.get(f"{url}/key/public", headers=headers, timeout=HTTP_TIMEOUT).json()["public_key"]
-
-    with open(path, "rb") as f:
-        response = requests.post(
-            f"{url}/upload/{CONTAINER}/{name}",
-            headers=headers,
-            files={"file": f, "public-keys": json.dumps({"me": public_key})},
-            timeout=HTTP_TIMEOUT,
-        )
-    assert response.status_code == 200, response.text
-    wrapped = response.json()["decryption_keys"]["me"]
+    wrapped = upload(url, headers, CONTAINER, name, path, fetch_public_key(url, headers))
 
     # The PKCS#1 key file opens the wrapped key in Python, and that key opens the stored token.
     key_text = python_proxy.unwrap(wrapped)
     assert len(key_text) == 44
     assert Fernet(key_text).decrypt(python_proxy.blob_path(name).read_bytes()) == plaintext
 
-    for how, kwargs in (
-        ("decryption-key field", {"headers": headers, "data": {"decryption-key": wrapped}}),
-        ("x-blob-key header", {"headers": {**headers, "x-blob-key": wrapped}}),
-    ):
-        response = requests.get(f"{url}/download/{CONTAINER}/{name}", timeout=HTTP_TIMEOUT, **kwargs)
+    for how, response in download_both_ways(url, headers, CONTAINER, name, wrapped):
         assert response.status_code == 200, f"{how}: {response.text}"
         assert response.content == plaintext, how
 
@@ -133,12 +115,7 @@ def test_blob_under_the_original_static_key_downloads(python_proxy, blob_name):
     name = blob_name(".txt")
     python_proxy.blob_path(name).write_bytes(Fernet(symmetric_text).encrypt(plaintext))
     wrapped = python_proxy.wrap(symmetric_text)
-    response = requests.get(
-        f"{python_proxy.url}/download/{CONTAINER}/{name}",
-        headers=python_proxy.headers,
-        data={"decryption-key": wrapped},
-        timeout=HTTP_TIMEOUT,
-    )
+    response = download(python_proxy.url, python_proxy.headers, CONTAINER, name, wrapped)
     assert response.status_code == 200, response.text
     assert response.content == plaintext
 
@@ -156,14 +133,7 @@ def test_static_data_key_mode_uses_the_standard_alphabet_file(launcher, python_p
     )
     plaintext = b"static key mode\n"
     name = blob_name(".txt")
-    response = requests.post(
-        f"{static.url}/upload/{CONTAINER}/{name}",
-        headers=static.headers,
-        files={"file": ("doc.txt", plaintext), "public-keys": json.dumps({"me": static.public_key_pem()})},
-        timeout=HTTP_TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    key_text = static.unwrap(response.json()["decryption_keys"]["me"])
+    key_text = static.unwrap(upload(static.url, static.headers, CONTAINER, name, plaintext, static.public_key_pem()))
     symmetric_text = (static.keydir / "symmetric_key.key").read_bytes().strip()
     assert base64.b64decode(key_text, altchars=b"-_") == base64.b64decode(symmetric_text)
     assert Fernet(symmetric_text).decrypt(static.blob_path(name).read_bytes()) == plaintext

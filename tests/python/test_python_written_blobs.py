@@ -11,10 +11,9 @@ import base64
 import os
 
 import pytest
-import requests
 from cryptography.fernet import Fernet
 
-from interop import CONTAINER, HTTP_TIMEOUT
+from interop import CONTAINER, download_both_ways
 
 
 def _standard_alphabet_key() -> tuple[bytes, bytes]:
@@ -32,19 +31,8 @@ def _store_python_blob(proxy, name: str, fernet_key: bytes, plaintext: bytes) ->
     path.write_bytes(Fernet(fernet_key).encrypt(plaintext))
 
 
-def _download_both_ways(proxy, name: str, wrapped: str) -> list[requests.Response]:
-    by_field = requests.get(
-        f"{proxy.url}/download/{CONTAINER}/{name}",
-        headers=proxy.headers,
-        data={"decryption-key": wrapped},
-        timeout=HTTP_TIMEOUT,
-    )
-    by_header = requests.get(
-        f"{proxy.url}/download/{CONTAINER}/{name}",
-        headers={**proxy.headers, "x-blob-key": wrapped},
-        timeout=HTTP_TIMEOUT,
-    )
-    return [by_field, by_header]
+def _download_both_ways(proxy, name: str, wrapped: str):
+    return download_both_ways(proxy.url, proxy.headers, CONTAINER, name, wrapped)
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".bin"])
@@ -55,7 +43,7 @@ def test_python_fernet_blob_downloads(proxy, blob_name, suffix):
     _store_python_blob(proxy, name, key, plaintext)
     wrapped = proxy.wrap(key)
 
-    for how, response in zip(("decryption-key field", "x-blob-key header"), _download_both_ways(proxy, name, wrapped)):
+    for how, response in _download_both_ways(proxy, name, wrapped):
         assert response.status_code == 200, f"{how}: {response.status_code} {response.text}"
         assert response.content == plaintext, how
         assert response.headers["Content-Disposition"] == f"attachment; filename={name}", how
@@ -73,7 +61,7 @@ def test_standard_alphabet_key_text_is_accepted(proxy, blob_name):
     assert Fernet(standard_text).decrypt(proxy.blob_path(name).read_bytes()) == plaintext
     wrapped = proxy.wrap(standard_text)
 
-    for how, response in zip(("decryption-key field", "x-blob-key header"), _download_both_ways(proxy, name, wrapped)):
+    for how, response in _download_both_ways(proxy, name, wrapped):
         assert response.status_code == 200, f"{how}: {response.status_code} {response.text}"
         assert response.content == plaintext, how
 
@@ -83,7 +71,7 @@ def test_python_blob_with_unicode_content_and_nested_name(proxy, blob_name):
     name = f"legacy/dir/{blob_name('.txt')}"
     key = Fernet.generate_key()
     _store_python_blob(proxy, name, key, plaintext)
-    for response in _download_both_ways(proxy, name, proxy.wrap(key)):
-        assert response.status_code == 200, response.text
-        assert response.content == plaintext
-        assert response.text == plaintext.decode("utf-8")
+    for how, response in _download_both_ways(proxy, name, proxy.wrap(key)):
+        assert response.status_code == 200, f"{how}: {response.text}"
+        assert response.content == plaintext, how
+        assert response.text == plaintext.decode("utf-8"), how

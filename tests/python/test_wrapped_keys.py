@@ -7,25 +7,16 @@ The wrapped key returned by an upload is RSA-OAEP (MGF1-SHA256, SHA256, no label
 from __future__ import annotations
 
 import base64
-import json
 
-import requests
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from interop import CONTAINER, HTTP_TIMEOUT, OAEP
+from interop import CONTAINER, OAEP, download, upload_body
 
 
 def _upload(proxy, name: str, data: bytes, recipients: dict[str, str]) -> dict:
-    response = requests.post(
-        f"{proxy.url}/upload/{CONTAINER}/{name}",
-        headers=proxy.headers,
-        files={"file": (name.rsplit("/", 1)[-1], data), "public-keys": json.dumps(recipients)},
-        timeout=HTTP_TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
+    return upload_body(proxy.url, proxy.headers, CONTAINER, name, data, recipients)
 
 
 def test_wrapped_key_opens_with_python_rsa_oaep_and_fernet(proxy, blob_name):
@@ -74,12 +65,7 @@ def test_nested_blob_name_is_stored_under_its_path(proxy, blob_name):
     key_text = proxy.unwrap(body["decryption_keys"]["me"])
     assert Fernet(key_text).decrypt(proxy.blob_path(name).read_bytes()) == plaintext
 
-    response = requests.get(
-        f"{proxy.url}/download/{CONTAINER}/{name}",
-        headers=proxy.headers,
-        data={"decryption-key": body["decryption_keys"]["me"]},
-        timeout=HTTP_TIMEOUT,
-    )
+    response = download(proxy.url, proxy.headers, CONTAINER, name, body["decryption_keys"]["me"])
     assert response.status_code == 200, response.text
     assert response.content == plaintext
     assert response.headers["Content-Disposition"] == f"attachment; filename={name}"
