@@ -93,7 +93,8 @@ impl PrivateKey {
 /// A recipient's RSA public key, which wraps data keys for it.
 pub struct RecipientKey {
     oaep: OaepPublicEncryptingKey,
-    spki_der: Vec<u8>,
+    /// SubjectPublicKeyInfo PEM, encoded once: `/key/public` serves it on every request.
+    pem: String,
 }
 
 impl RecipientKey {
@@ -125,14 +126,14 @@ impl RecipientKey {
         }
         let der: PublicKeyX509Der<'static> = key.as_der()?;
         Ok(Self {
-            spki_der: der.as_ref().to_vec(),
+            pem: encode_pem("PUBLIC KEY", der.as_ref()),
             oaep: OaepPublicEncryptingKey::new(key)?,
         })
     }
 
     /// The SubjectPublicKeyInfo PEM text of the key.
-    pub fn to_pem(&self) -> String {
-        encode_pem("PUBLIC KEY", &self.spki_der)
+    pub fn to_pem(&self) -> &str {
+        &self.pem
     }
 
     /// Wraps a data key for this recipient: standard base64 of RSA-OAEP over the key's text.
@@ -208,7 +209,7 @@ mod tests {
     fn pem_forms_round_trip() {
         let again = PrivateKey::from_pem(&KEY.to_pem()).unwrap();
         assert_eq!(again.public_key().to_pem(), KEY.public_key().to_pem());
-        let public = RecipientKey::from_pem(&KEY.public_key().to_pem()).unwrap();
+        let public = RecipientKey::from_pem(KEY.public_key().to_pem()).unwrap();
         assert_eq!(public.to_pem(), KEY.public_key().to_pem());
     }
 

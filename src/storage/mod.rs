@@ -475,8 +475,7 @@ impl StagedBlob {
         Ok(())
     }
 
-    /// Completes the upload and moves it to its name; with `overwrite` false, only if the name is
-    /// free at that instant.
+    /// Completes the upload and publishes it under its name.
     ///
     /// Publishing is one copy (a hard link locally, a server-side copy on Azure, conditional on
     /// the name being free when `overwrite` is false). Once it succeeded the upload has
