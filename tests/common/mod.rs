@@ -233,7 +233,7 @@ async fn spawn_server(
     let state = AppState::new(
         load_keys(),
         storage,
-        &SECRETS.api_key,
+        SECRETS.api_key.parse().unwrap(),
         options.limits,
         options.upload_policy,
     );
