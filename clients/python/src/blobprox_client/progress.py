@@ -51,7 +51,8 @@ def make_progress(enabled: bool, total: int | None, description: str) -> Progres
     if not enabled:
         return _Silent()
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return _Lines(total, description)
-    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+    bar: Progress = tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+    return bar
