@@ -141,14 +141,22 @@ def test_open_reads_a_fernet_blob_without_ranges(proxy, blob_name):
 # --- errors -----------------------------------------------------------------------------------
 
 
-def test_authentication_error(stream_proxy):
+def test_authentication_error(stream_proxy, tmp_path):
     values = dict(stream_proxy.client, key="not-the-comparison-key")
     with Client(stream_proxy.url, values["decryption_key"], values["salt"], values["key"]) as client:
         with pytest.raises(AuthenticationError) as caught:
             client.public_key()
-    assert caught.value.status == 401
-    assert caught.value.detail == "Authentication failed"
-    assert isinstance(caught.value, BlobproxError)
+        assert caught.value.status == 401
+        assert caught.value.detail == "Authentication failed"
+        assert isinstance(caught.value, BlobproxError)
+
+        # The proxy answers an upload before it reads the body: the client reports that answer
+        # (not a broken pipe) while most of the file is still unsent.
+        big = tmp_path / "big.bin"
+        with open(big, "wb") as f:
+            f.truncate(256 * 2**20)
+        with pytest.raises(AuthenticationError):
+            client.upload(CONTAINER, "refused.bin", big, _me(stream_proxy))
 
 
 def test_not_found_error(client, stream_proxy, blob_name):
