@@ -4,7 +4,6 @@ trips of paths, bytes and file objects, Range reads through `open`, every error 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -79,6 +78,8 @@ def test_round_trip(any_proxy, tmp_path, blob_name, source):
     data = SOURCES[source](tmp_path)
     with client_for(any_proxy) as client:
         keys = client.upload(CONTAINER, name, data, _me(any_proxy))
+        if isinstance(data, io.IOBase):
+            data.close()
         assert set(keys) == {"me"}
         # What the proxy's private key opens: a wrapped Fernet key text, as the Python proxy expects.
         assert len(any_proxy.unwrap(keys["me"])) == 44
@@ -255,9 +256,7 @@ class _HeldTransfer:
         boundary = "held"
 
         def body():
-            yield (
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
-            ).encode()
+            yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n').encode()
             self._release.wait(HTTP_TIMEOUT)
             yield f"\r\n--{boundary}--\r\n".encode()
 
@@ -284,6 +283,7 @@ class _HeldTransfer:
 
 def test_busy_proxy_is_retried_until_it_answers(busy_proxy, blob_name):
     held = _HeldTransfer(busy_proxy)
+
     def refused() -> float:
         return metric(busy_proxy, "blobprox_requests_total", route="/upload/{container}/{*blob}", status="503")
 
@@ -360,6 +360,4 @@ def test_progress_lines_without_tqdm(client, stream_proxy, blob_name, capfd, mon
     monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)  # `import` now fails
     name, mib = blob_name(".bin"), 2**20
     client.upload(CONTAINER, name, bytes(4 * mib), _me(stream_proxy), progress=True)  # 4 chunks
-    assert capfd.readouterr().err.splitlines() == [
-        f"upload {name}: {n * mib} bytes ({n * 25}%)" for n in (1, 2, 3, 4)
-    ]
+    assert capfd.readouterr().err.splitlines() == [f"upload {name}: {n * mib} bytes ({n * 25}%)" for n in (1, 2, 3, 4)]

@@ -106,6 +106,7 @@ class Client:
         bar = make_progress(progress, size, f"upload {name}")
 
         def send() -> dict[str, Any]:
+            bar.reset()  # a retry sends the file again
             body = MultipartBody(fields, "file", name.rsplit("/", 1)[-1], opener, size, bar.update)
             length = body.length()
             return {

@@ -42,10 +42,13 @@ class MultipartBody:
             + b"\r\n"
             for name, value in fields
         )
-        self._head = head + (
-            f"--{boundary}\r\nContent-Disposition: form-data; name={_quote(file_field)}; "
-            f"filename={_quote(filename)}\r\nContent-Type: application/octet-stream\r\n\r\n"
-        ).encode()
+        self._head = (
+            head
+            + (
+                f"--{boundary}\r\nContent-Disposition: form-data; name={_quote(file_field)}; "
+                f"filename={_quote(filename)}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+        )
         self._tail = f"\r\n--{boundary}--\r\n".encode()
         self._opener, self.size, self._on_chunk = opener, size, on_chunk
 

@@ -11,11 +11,16 @@ class Progress(Protocol):
 
     def update(self, n: int) -> None: ...
 
+    def reset(self) -> None: ...
+
     def close(self) -> None: ...
 
 
 class _Silent:
     def update(self, n: int) -> None:
+        pass
+
+    def reset(self) -> None:
         pass
 
     def close(self) -> None:
@@ -35,6 +40,9 @@ class _Lines:
         step = self.total / 10 if self.total else self._STEP_UNKNOWN
         if self.done - self.reported >= step:
             self._report()
+
+    def reset(self) -> None:
+        self.done = self.reported = 0
 
     def close(self) -> None:
         if self.done != self.reported or self.done == 0:
