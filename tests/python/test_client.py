@@ -252,33 +252,39 @@ class _HeldTransfer:
     """An upload that takes the proxy's only transfer slot and holds it until `release()`."""
 
     def __init__(self, proxy) -> None:
+        self._proxy = proxy
         self._release = threading.Event()
+        self._thread: threading.Thread | None = None
+        wait_until(self._holding, "an upload to take the transfer slot")
+
+    def _send(self) -> None:
         boundary = "held"
 
         def body():
-            yield (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n').encode()
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\n'.encode()
             self._release.wait(HTTP_TIMEOUT)
             yield f"\r\n--{boundary}--\r\n".encode()
 
-        def send():
-            requests.post(
-                f"{proxy.url}/upload/{CONTAINER}/held.bin",
-                headers={**proxy.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                data=body(),
-                timeout=HTTP_TIMEOUT,
-            )
-
-        self._thread = threading.Thread(target=send, daemon=True)
-        self._thread.start()
-        probe = f"{proxy.url}/download/{CONTAINER}/probe"
-        wait_until(
-            lambda: requests.head(probe, headers=proxy.headers, timeout=HTTP_TIMEOUT).status_code == 503,
-            "the held upload to take the transfer slot",
+        requests.post(
+            f"{self._proxy.url}/upload/{CONTAINER}/held.bin",
+            headers={**self._proxy.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            data=body(),
+            timeout=HTTP_TIMEOUT,
         )
+
+    def _holding(self) -> bool:
+        """Whether the slot is taken (a probe is refused 503); (re)starts the held upload until it
+        is, since one that came while the slot was still taken has been refused and has ended."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._send, daemon=True)
+            self._thread.start()
+        probe = f"{self._proxy.url}/download/{CONTAINER}/probe"
+        return requests.head(probe, headers=self._proxy.headers, timeout=HTTP_TIMEOUT).status_code == 503
 
     def release(self) -> None:
         self._release.set()
-        self._thread.join(HTTP_TIMEOUT)
+        if self._thread is not None:
+            self._thread.join(HTTP_TIMEOUT)
 
 
 def test_busy_proxy_is_retried_until_it_answers(busy_proxy, blob_name):
