@@ -1,6 +1,7 @@
 """The client streams: uploading a 1 GiB file keeps the client process's peak memory (RSS) far below
-the file's size. The upload runs in a child process that reports its own peak RSS; the same child
-uploading a tiny file gives the baseline (interpreter, requests, the client)."""
+the file's size. The upload runs in a child process that reports its own peak RSS (VmHWM, which
+starts afresh at exec; getrusage's ru_maxrss would include the parent's size at fork); the same
+child uploading a tiny file gives the baseline (interpreter, requests, the client)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ GIB = 2**30
 MAX_GROWTH = 64 * 2**20
 
 _CHILD = """
-import json, resource, sys
+import json, sys
 from blobprox_client import Client
 credentials, url, container, name, path, recipients = sys.argv[1:]
 with Client.from_credentials_file(credentials, url) as client:
     client.upload(container, name, path, json.loads(recipients))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+status = open("/proc/self/status").read()
+print(int(status.split("VmHWM:")[1].split()[0]) * 1024)
 """
 
 
