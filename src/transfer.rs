@@ -19,6 +19,10 @@ use crate::storage::{BlobInfo, BlobName, Container, StagedBlob, StorageError};
 const FLUSH_BYTES: usize = 256 * 1024;
 /// Plaintext chunks queued between decryption and the client.
 const DOWNLOAD_QUEUE: usize = 4;
+/// Stored size up to which a blob is read whole when opened: a stream blob of one default
+/// segment is its header and its last segment, so one storage read instead of two.
+const WHOLE_READ_MAX: u64 =
+    (stream::HEADER_LEN + stream::DEFAULT_SEGMENT_SIZE as usize + stream::TAG_LEN) as u64;
 
 /// Failures while moving a blob.
 #[derive(Debug, Error)]
@@ -177,6 +181,9 @@ enum Layout {
     Stream {
         key: SegmentKey,
         layout: StreamLayout,
+        /// The last segment's authenticated plaintext, kept from the check: tail ranges and
+        /// one-segment blobs are answered without reading storage again.
+        last_plaintext: Bytes,
     },
 }
 
@@ -204,7 +211,11 @@ impl OpenedBlob {
         if info.size == 0 {
             return Err(TransferError::Corrupt("the stored blob is empty".into()));
         }
-        let head_len = info.size.min(stream::HEADER_LEN as u64);
+        let head_len = if info.size <= WHOLE_READ_MAX {
+            info.size
+        } else {
+            stream::HEADER_LEN as u64
+        };
         let head = read_all(&container, &blob, &info, Some(0..head_len)).await?;
         let layout = if head.starts_with(&stream::MAGIC) {
             open_stream(&container, &blob, &info, &key, &head).await?
@@ -257,7 +268,20 @@ impl OpenedBlob {
         tokio::spawn(async move {
             let pumped = match &self.layout {
                 Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
-                Layout::Stream { key, layout } => {
+                Layout::Stream {
+                    key,
+                    layout,
+                    last_plaintext,
+                } => {
+                    let range = range.unwrap_or(0..layout.plaintext_len());
+                    let last = layout.segment_count() - 1;
+                    if !range.is_empty() && layout.segments_for(&range).start == last {
+                        let offset = last * layout.segment_size();
+                        let piece = last_plaintext
+                            .slice((range.start - offset) as usize..(range.end - offset) as usize);
+                        delivery.send(Ok(piece)).await;
+                        return;
+                    }
                     self.pump_stream(key, layout, range, &delivery).await
                 }
             };
@@ -294,10 +318,9 @@ impl OpenedBlob {
         &self,
         key: &SegmentKey,
         layout: &StreamLayout,
-        range: Option<Range<u64>>,
+        range: Range<u64>,
         delivery: &Delivery,
     ) -> Result<(), TransferError> {
-        let range = range.unwrap_or(0..layout.plaintext_len());
         if range.is_empty() {
             return Ok(());
         }
@@ -355,7 +378,8 @@ impl Delivery {
     }
 }
 
-/// Checks a stream blob's header, key commitment, size and last segment.
+/// Checks a stream blob's header, key commitment, size and last segment; `head` is the start of
+/// the blob, or all of it.
 async fn open_stream(
     container: &Container,
     blob: &BlobName,
@@ -368,14 +392,23 @@ async fn open_stream(
     let layout = StreamLayout::new(header.segment_size, info.size)?;
     let last = layout.segment_count() - 1;
     let stored = layout.stored_range(&(last..last + 1));
-    let mut segment = read_all(container, blob, info, Some(stored)).await?;
-    key.open_segment(layout.nonce(last), &mut segment)
+    let mut segment = match head.get(stored.start as usize..stored.end as usize) {
+        Some(read) => read.to_vec(),
+        None => read_all(container, blob, info, Some(stored)).await?,
+    };
+    let plaintext_len = key
+        .open_segment(layout.nonce(last), &mut segment)
         .map_err(|_| {
             TransferError::Corrupt(
                 "the last segment failed authentication (truncated or altered)".into(),
             )
         })?;
-    Ok(Layout::Stream { key, layout })
+    segment.truncate(plaintext_len);
+    Ok(Layout::Stream {
+        key,
+        layout,
+        last_plaintext: Bytes::from(segment),
+    })
 }
 
 /// Refuses most wrong keys from the token's last blocks before the MAC pass reads it all.
