@@ -38,3 +38,6 @@ cargo test --quiet --test api --test ranges --test hostile --test storage_semant
 
 echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q
+
+echo "== Docker: image built offline, docker-compose.yaml run for real (scripts/docker-test.sh)"
+PYTHON="$venv/bin/python" scripts/docker-test.sh
