@@ -52,7 +52,14 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             config.api_key_file.clone(),
         ));
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        http::serve(listener, http::router(state), shutdown_signal(), grace, config.connection_limits)
+        let router = http::router(state.clone());
+        let shutdown = async move {
+            shutdown_signal().await;
+            let deadline = tokio::time::Instant::now() + grace;
+            state.drain(deadline).await;
+            deadline
+        };
+        http::serve(listener, router, shutdown, config.connection_limits)
             .await
             .map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");
@@ -121,5 +128,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutdown requested; finishing transfers in flight");
+    tracing::info!("shutdown requested; /readyz answers draining while transfers in flight finish");
 }

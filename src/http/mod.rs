@@ -13,6 +13,7 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub use error::ApiError;
@@ -96,6 +98,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// One permit per upload or download in progress.
     pub transfers: Arc<Semaphore>,
+    /// Set when shutdown starts, so that /readyz tells balancers to stop sending.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -118,6 +122,18 @@ impl AppState {
             limits,
             upload_policy,
             metrics: Arc::default(),
+            draining: Arc::default(),
+        }
+    }
+
+    /// Turns /readyz not-ready, then waits until no transfer is in flight or `deadline` passes.
+    /// Requests keep being served meanwhile: a balancer needs a few health checks to notice.
+    pub async fn drain(&self, deadline: Instant) {
+        self.draining.store(true, Ordering::Relaxed);
+        while self.transfers.available_permits() < self.limits.max_concurrent_transfers
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -182,12 +198,11 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
-/// requests in flight finish for up to `grace`.
+/// requests in flight finish until the deadline that `shutdown` returned.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    shutdown: impl Future<Output = Instant> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -196,7 +211,7 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
+    let deadline = loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -207,7 +222,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            deadline = &mut shutdown => break deadline,
         };
         // Small answers (range reads, errors) must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
@@ -222,12 +237,12 @@ pub async fn serve(
             hyper_util::service::TowerToHyperService::new(service),
         );
         tokio::spawn(graceful.watch(connection));
-    }
+    };
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "transfers still running after the grace period; stopping");
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!("transfers still running after the grace period; stopping");
         }
     }
     Ok(())
@@ -279,6 +294,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining", "detail": "shutting down; finishing transfers in flight" })),
+        )
+            .into_response();
+    }
     match state.storage.check_reachable().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(error) => (

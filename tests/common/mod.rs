@@ -304,8 +304,10 @@ async fn spawn_server(
     tokio::spawn(http::serve(
         listener,
         http::router(state),
-        stopped,
-        Duration::from_secs(1),
+        async {
+            stopped.await;
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        },
         options.connection,
     ));
     (url, keys)
