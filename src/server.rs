@@ -23,7 +23,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
-        let storage = Storage::open(config.backend.clone()).map_err(|e| e.to_string())?;
+        let storage = Storage::open(config.backend.clone())
+            .map_err(|e| e.to_string())?
+            .with_max_buffer_bytes(args.max_buffer_bytes);
         let state = AppState::new(
             config.keys,
             storage,
