@@ -166,11 +166,12 @@ impl BlobWriter {
     }
 
     async fn flush(&mut self) -> Result<(), TransferError> {
-        let mut full = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_BYTES * 2));
-        // The bytes stay buffered until their part is stored, and the buffer budget counts
-        // their length: do not keep the spare capacity alive with them.
-        full.shrink_to_fit();
-        self.staged.write(Bytes::from(full)).await?;
+        // Copied out at their length, because they stay buffered until their part is stored and
+        // the buffer budget counts that length: handing over `pending` itself would keep its
+        // spare capacity (up to as much again) alive with them. `pending` is reused.
+        let full = Bytes::copy_from_slice(&self.pending);
+        self.pending.clear();
+        self.staged.write(full).await?;
         Ok(())
     }
 }
