@@ -437,6 +437,20 @@ mod tests {
     }
 
     #[test]
+    fn decrypting_holds_no_more_than_a_chunk_and_a_block() {
+        let token = fixed_token(&key(), &vec![5; 100_000]);
+        let mut verifier = FernetVerifier::new(&key());
+        verifier.update(&token).unwrap();
+        let verified = verifier.finish().unwrap();
+        let mut decryptor = FernetDecryptor::new(&key(), &verified).unwrap();
+        let mut out = Vec::new();
+        for chunk in token.chunks(4096) {
+            decryptor.update(chunk, &mut out).unwrap();
+            assert!(decryptor.scratch.len() <= chunk.len() + BLOCK_LEN);
+        }
+    }
+
+    #[test]
     fn the_right_key_always_passes_the_padding_check() {
         for len in 0..70 {
             let token = fixed_token(&key(), &vec![9; len]);
