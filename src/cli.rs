@@ -113,8 +113,8 @@ pub struct ServeArgs {
     /// Uploads and downloads served at once; more get 503 with Retry-After.
     #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
     pub max_concurrent_transfers: usize,
-    /// Bytes that all uploads together may buffer on their way to storage; an upload past it
-    /// waits for others, reading no more from its client meanwhile.
+    /// Bytes that all uploads and downloads together may buffer on their way to or from storage;
+    /// a transfer past it waits for others, reading no more from its client meanwhile.
     #[arg(long, env = "MAX_BUFFER_BYTES", default_value_t = crate::storage::DEFAULT_MAX_BUFFER_BYTES)]
     pub max_buffer_bytes: usize,
     /// Wrong credentials allowed per client address (IPv6: per /64) and minute; past them the

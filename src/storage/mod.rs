@@ -192,8 +192,9 @@ pub struct Storage {
     budget: BufferBudget,
 }
 
-/// `MAX_BUFFER_BYTES` by default: one upload to Azure keeps its 5 parts (40 MiB) in memory, and
-/// a small VM's process stays near 100 MiB however many transfers run.
+/// `MAX_BUFFER_BYTES` by default: room for one Azure upload's 5 parts (40 MiB), so one upload
+/// alone keeps its speed, while any number of transfers together buffer no more than a small
+/// VM can spare.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Storage {
@@ -213,7 +214,7 @@ impl Storage {
         })
     }
 
-    /// Bounds what all uploads together buffer to `bytes` (`MAX_BUFFER_BYTES`).
+    /// Bounds what all transfers together buffer to `bytes` (`MAX_BUFFER_BYTES`).
     pub fn with_max_buffer_bytes(mut self, bytes: usize) -> Self {
         self.budget = BufferBudget::new(bytes);
         self

@@ -32,7 +32,8 @@ impl BufferBudget {
     }
 
     /// Bytes not held by any transfer right now.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.free.available_permits()
     }
 
