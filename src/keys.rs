@@ -584,8 +584,10 @@ mod tests {
         rotate_key_files(dir.path()).unwrap();
         let keys = load_key_files(dir.path()).unwrap();
         let retired = keys.retired[0].public_key().fingerprint().to_owned();
+        assert!(keys.cached_unwrap(&cache_id(&wrapped)).is_none());
         for _ in 0..2 {
             let opened = keys.unwrap_key(&wrapped).unwrap();
+            assert!(keys.cached_unwrap(&cache_id(&wrapped)).is_some());
             assert_eq!(opened.data_key, data_key);
             assert_eq!(
                 (opened.role, opened.fingerprint),
@@ -630,6 +632,10 @@ mod tests {
             ]
         );
         let listed = list_keys(dir.path()).unwrap();
+        assert_eq!(
+            [KeyRole::Current.as_str(), KeyRole::Retired.as_str()],
+            ["current", "retired"]
+        );
         let roles: Vec<KeyRole> = listed.iter().map(|l| l.role).collect();
         assert_eq!(
             roles,
