@@ -361,6 +361,147 @@ impl Production {
                 self.credentials["key"].as_str().unwrap(),
             )
     }
+    /// Starts `serve` with logs at `level` going to files; returns once it answers.
+    fn spawn_logged(&self, level: &str) -> Child {
+        let mut command = self.command();
+        command
+            .env("RUST_LOG", level)
+            .stderr(std::fs::File::create(self.dir.path().join("server.log")).unwrap());
+        let child = command
+            .args(["serve"])
+            .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self
+            .client_request(reqwest::Method::GET, "/healthz")
+            .send()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+
+    /// Stops a server from [`Self::spawn_logged`] with SIGTERM; returns everything it logged.
+    fn stop_and_read_logs(&self, mut child: Child) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+            + &std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap()
+    }
+
+    /// The proxy's public key PEM.
+    fn public_key(&self) -> String {
+        self.client_request(reqwest::Method::GET, "/key/public")
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap()["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Uploads `content` as `box/{name}` for this proxy; returns the wrapped key.
+    fn upload(&self, name: &str, content: Vec<u8>) -> String {
+        let public_key = self.public_key();
+        let form = reqwest::blocking::multipart::Form::new()
+            .text(
+                "public-keys",
+                serde_json::json!({ "me": public_key }).to_string(),
+            )
+            .part("file", reqwest::blocking::multipart::Part::bytes(content));
+        let answer: serde_json::Value = self
+            .client_request(reqwest::Method::POST, &format!("/upload/box/{name}"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        answer["keys"]["me"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The `fields` of every JSON log line whose `request_id` is `id`.
+fn log_fields_of(logs: &str, id: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["request_id"] == id)
+        .map(|line| {
+            let mut fields = line["fields"].clone();
+            fields["level"] = line["level"].clone();
+            fields
+        })
+        .collect()
+}
+
+#[test]
+fn downloads_log_as_complete_and_integrity_failures_as_warnings() {
+    let production = Production::prepare();
+    let child = production.spawn_logged("info");
+    // Five 64 KiB segments; the open checks the last one, so a damaged second one shows mid-body.
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let wrapped = production.upload("whole.bin", content.clone());
+    let download = || {
+        production
+            .client_request(reqwest::Method::GET, "/download/box/whole.bin")
+            .header("x-blob-key", &wrapped)
+            .send()
+            .unwrap()
+    };
+    let response = download();
+    let complete_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.bytes().unwrap(), content);
+
+    let path = production.dir.path().join("data/box/whole.bin");
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[100_000] ^= 1;
+    std::fs::write(&path, stored).unwrap();
+    let response = download();
+    assert_eq!(response.status(), 200);
+    let damaged_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        response.bytes().is_err(),
+        "a damaged blob must not end cleanly"
+    );
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", production.port))
+        .unwrap()
+        .text()
+        .unwrap();
+    let logs = production.stop_and_read_logs(child);
+
+    let complete = log_fields_of(&logs, &complete_id);
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    assert_eq!(complete[0]["aborted"], false, "{complete:?}");
+    assert_eq!(complete[0]["bytes_out"], 300_000, "{complete:?}");
+    let damaged = log_fields_of(&logs, &damaged_id);
+    let warning = damaged
+        .iter()
+        .find(|fields| fields["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning for the damaged download: {damaged:?}"));
+    assert_eq!(warning["format"], "stream", "{warning}");
+    assert!(
+        damaged.iter().any(|fields| fields["aborted"] == true),
+        "{damaged:?}"
+    );
+    assert!(
+        metrics.contains("blobprox_integrity_failures_total{format=\"stream\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("blobprox_aborted_responses_total 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -368,15 +509,7 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     use std::io::{Read, Write};
     let production = Production::prepare();
     let mut served = serve(production.command(), &[]);
-    let public_key = production
-        .client_request(reqwest::Method::GET, "/key/public")
-        .send()
-        .unwrap()
-        .json::<serde_json::Value>()
-        .unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let public_key = production.public_key();
     let recipients = serde_json::json!({ "me": public_key }).to_string();
     let head = format!(
         "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\
@@ -416,44 +549,8 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
 #[test]
 fn logs_never_contain_secrets() {
     let production = Production::prepare();
-    let log_path = production.dir.path().join("server.log");
-    let mut command = production.command();
-    command
-        .env("RUST_LOG", "trace")
-        .stderr(std::fs::File::create(&log_path).unwrap());
-    let mut child = command
-        .args(["serve"])
-        .stdout(std::fs::File::create(production.dir.path().join("stdout.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let public_key = loop {
-        let response = production
-            .client_request(reqwest::Method::GET, "/key/public")
-            .send();
-        if let Ok(response) = response {
-            break response.json::<serde_json::Value>().unwrap()["public_key"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let form = reqwest::blocking::multipart::Form::new()
-        .text(
-            "public-keys",
-            serde_json::json!({ "me": public_key }).to_string(),
-        )
-        .text("file", "confidential content");
-    let answer: serde_json::Value = production
-        .client_request(reqwest::Method::POST, "/upload/box/patient.txt")
-        .multipart(form)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let wrapped = answer["keys"]["me"].as_str().unwrap().to_owned();
+    let child = production.spawn_logged("trace");
+    let wrapped = production.upload("patient.txt", b"confidential content".to_vec());
     production
         .client_request(reqwest::Method::GET, "/download/box/patient.txt")
         .header("x-blob-key", &wrapped)
@@ -473,13 +570,7 @@ fn logs_never_contain_secrets() {
         .header("x-decryption-key", "wrong-but-secret-value")
         .send()
         .unwrap();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
-
-    let logs = std::fs::read_to_string(&log_path).unwrap()
-        + &std::fs::read_to_string(production.dir.path().join("stdout.log")).unwrap();
+    let logs = production.stop_and_read_logs(child);
     assert!(
         logs.contains("\"route\":\"/download/{container}/{*blob}\""),
         "JSON request lines: {logs}"

@@ -351,3 +351,48 @@ async fn abandoned_staged_uploads_are_swept_when_a_container_is_first_used() {
     assert!(!staging.join("crashed").exists());
     assert!(staging.join("recent").exists());
 }
+
+#[tokio::test]
+async fn a_fernet_blob_changed_in_place_during_a_download_never_ends_cleanly() {
+    if std::env::var(AZURE_ENV).is_ok() {
+        return; // Azure replaces blobs whole; only a local file can change under an open read.
+    }
+    let server = TestServer::start_format(blobprox::transfer::BlobFormat::Fernet).await;
+    let content = vec![b'a'; 16 << 20];
+    let wrapped = server.upload_ok("legacy.bin", &content).await;
+    let mut response = server
+        .authed(reqwest::Method::GET, &server.download_path("legacy.bin"))
+        .header("x-blob-key", &wrapped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The first pass has checked the MAC; the second is a few MiB in, waiting for this client.
+    let path = server.data_dir().join(common::CONTAINER).join("legacy.bin");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let offset = 20 << 20;
+    let mut character = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&path).unwrap(),
+        &mut character,
+        offset,
+    )
+    .unwrap();
+    let replacement = if character[0] == b'A' { b'B' } else { b'A' };
+    std::os::unix::fs::FileExt::write_all_at(&file, &[replacement], offset).unwrap();
+    let mut received = 0;
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    assert!(outcome.is_err(), "a clean end after {received} bytes");
+    assert!(received < content.len(), "{received}");
+    let metrics = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("blobprox_integrity_failures_total{format=\"fernet\"} 1"),
+        "{metrics}"
+    );
+}

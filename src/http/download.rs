@@ -81,7 +81,9 @@ pub async fn download(
             CONTENT_DISPOSITION,
             content_disposition(target.blob.as_str()),
         )
-        .header(ACCEPT_RANGES, "bytes");
+        .header(ACCEPT_RANGES, "bytes")
+        // For the log and metrics, should the body fail its integrity check.
+        .extension(opened.format());
     response = match &range {
         Some(range) => response
             .status(StatusCode::PARTIAL_CONTENT)

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::AppState;
 use crate::metrics::{Metrics, RequestRecord};
+use crate::transfer::{BlobFormat, TransferError};
 
 /// The request id header, accepted from the client or generated, and echoed.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -50,6 +52,7 @@ pub async fn observe(
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
+            expected_len: None,
             on_end: None,
             idle: Some(IdleTimer::new(idle_timeout)),
         })
@@ -63,6 +66,7 @@ pub async fn observe(
         method,
         route,
         status: CLIENT_CLOSED_REQUEST,
+        format: None,
         received,
         started,
     }));
@@ -73,10 +77,18 @@ pub async fn observe(
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     let mut finish = guard.0.take().expect("taken once");
     finish.status = response.status().as_u16();
+    finish.format = response.extensions().get::<BlobFormat>().copied();
+    // Hyper stops polling a body once it has sent Content-Length bytes, so reaching that
+    // length is what makes a response complete.
+    let expected_len = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     response.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: Arc::new(AtomicU64::new(0)),
+            expected_len,
             on_end: Some(finish),
             idle: None,
         })
@@ -104,11 +116,35 @@ struct Finish {
     method: String,
     route: String,
     status: u16,
+    /// The format of the blob a download serves.
+    format: Option<BlobFormat>,
     received: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl Finish {
+    /// Reports why a response body was cut off; an integrity failure is counted by format.
+    fn body_failed(&self, error: &axum::Error) {
+        let transfer = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+            .find_map(|e| e.downcast_ref::<TransferError>());
+        match (transfer, self.format) {
+            (Some(failure), Some(format)) if failure.is_integrity_failure() => {
+                self.metrics.integrity_failed(format);
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    format = format.as_str(),
+                    error = %failure,
+                    "response cut off: stored data failed authentication"
+                );
+            }
+            _ => tracing::warn!(
+                request_id = %self.request_id,
+                error = %transfer.map_or_else(|| error.to_string(), ToString::to_string),
+                "response cut off"
+            ),
+        }
+    }
+
     fn run(self, bytes_out: u64, aborted: bool) {
         let record = RequestRecord {
             route: &self.route,
@@ -138,6 +174,7 @@ impl Finish {
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
+    expected_len: Option<u64>,
     on_end: Option<Finish>,
     idle: Option<IdleTimer>,
 }
@@ -201,7 +238,12 @@ impl HttpBody for CountingBody {
                 }
             }
             Poll::Ready(None) => self.finish(false),
-            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(finish) = &self.on_end {
+                    finish.body_failed(error);
+                }
+                self.finish(true);
+            }
             Poll::Pending => {}
         }
         polled
@@ -227,7 +269,8 @@ impl CountingBody {
 impl Drop for CountingBody {
     fn drop(&mut self) {
         // Dropped before its end: the client went away, or the connection was aborted.
-        let ended = self.inner.is_end_stream();
+        let ended = self.inner.is_end_stream()
+            || self.expected_len == Some(self.bytes.load(Ordering::Relaxed));
         self.finish(!ended);
     }
 }
