@@ -442,3 +442,24 @@ async fn endless_part_headers_are_refused_before_memory_runs_out() {
     assert!(answer.contains("multipart headers are larger"), "{answer}");
     sender.abort();
 }
+
+#[tokio::test]
+async fn names_the_local_backend_reserves_are_400_without_the_name() {
+    let server = TestServer::start().await;
+    // `#` and digits end object_store's own part files on a local disk; `%23` is `#`.
+    let name = "dir/p-42%237";
+    let response = server.upload(name, b"x", None).await;
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        assert_eq!(response.status(), 200, "Azure stores any such name");
+        return;
+    }
+    let text = detail(response, 400).await;
+    assert!(text.contains("local backend"), "{text}");
+    assert!(!text.contains("p-42"), "{text}");
+    let response = server.download(name, "irrelevant").await;
+    assert_eq!(response.status(), 400);
+    let wrapped = server.upload_ok("dir/other", b"x").await;
+    let text = detail(server.download(name, &wrapped).await, 400).await;
+    assert!(!text.contains("p-42"), "{text}");
+    assert!(server.raw_names().await.iter().all(|n| !n.contains("p-42")));
+}

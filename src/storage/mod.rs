@@ -32,8 +32,6 @@ pub use names::{BlobName, ContainerName};
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
 
-/// Longest path segment a local filesystem stores (NAME_MAX on Linux).
-const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
 /// How long a readiness answer is reused.
 const READINESS_REUSE: Duration = Duration::from_secs(5);
 /// Age after which a staged upload is certainly abandoned.
@@ -99,6 +97,7 @@ pub enum StorageError {
 impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         use object_store::Error as E;
+        use std::io::ErrorKind;
         match &error {
             E::NotFound { .. } => StorageError::BlobNotFound,
             E::AlreadyExists { .. } => StorageError::AlreadyExists,
@@ -109,17 +108,14 @@ impl From<object_store::Error> for StorageError {
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
                 StorageError::Unauthorized(summarize(&error))
             }
-            _ => {
-                let text = summarize(&error);
-                // Local disk trouble surfaces as generic errors; the OS error tells which.
-                if text.contains("No space left on device") {
-                    StorageError::Full(text)
-                } else if text.contains("Not a directory") || text.contains("Is a directory") {
+            // Local disk trouble surfaces as generic errors; the OS error tells which.
+            _ => match innermost_io_error(&error).map(std::io::Error::kind) {
+                Some(ErrorKind::StorageFull) => StorageError::Full(summarize(&error)),
+                Some(ErrorKind::NotADirectory | ErrorKind::IsADirectory) => {
                     StorageError::NameConflict
-                } else {
-                    StorageError::Unavailable(text)
                 }
-            }
+                _ => StorageError::Unavailable(summarize(&error)),
+            },
         }
     }
 }
@@ -285,14 +281,14 @@ impl Storage {
     }
 
     fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
-        let (max_segment_bytes, parts) = match self.backend {
-            Backend::Local(_) => (Some(LOCAL_MAX_SEGMENT_BYTES), LOCAL_PARTS),
-            Backend::Memory => (None, LOCAL_PARTS),
-            Backend::Azure(_) => (None, AZURE_PARTS),
+        let (local, parts) = match self.backend {
+            Backend::Local(_) => (true, LOCAL_PARTS),
+            Backend::Memory => (false, LOCAL_PARTS),
+            Backend::Azure(_) => (false, AZURE_PARTS),
         };
         Container {
             store,
-            max_segment_bytes,
+            local,
             parts,
         }
     }
@@ -318,9 +314,10 @@ async fn sweep_staging(store: Arc<dyn ObjectStore>) {
 }
 
 /// One line about a storage error that names no blob, path or URL (blob names can identify
-/// patients, and these texts reach logs and clients): Azure's error code and message when the
-/// error carries Azure's XML body, else the innermost cause (an OS or network error).
-fn summarize(error: &dyn std::error::Error) -> String {
+/// patients, and these texts reach logs and clients). Only texts that cannot hold a name are
+/// used: Azure's error code and message when the error carries Azure's XML body, else the OS
+/// error, else the kind of HTTP failure or the HTTP status.
+fn summarize(error: &(dyn std::error::Error + 'static)) -> String {
     let text = error.to_string();
     let tag = |name: &str| {
         let start = text.find(&format!("<{name}>"))? + name.len() + 2;
@@ -330,14 +327,35 @@ fn summarize(error: &dyn std::error::Error) -> String {
     if let (Some(code), Some(message)) = (tag("Code"), tag("Message")) {
         return format!("Azure answered {code}: {message}");
     }
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
+    if let Some(io) = innermost_io_error(error) {
+        // A raw OS error prints only its description; other I/O errors may carry a path.
+        return match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+            None => io.kind().to_string(),
+        };
     }
-    let cause = cause.to_string();
-    // The innermost cause can still be a whole request description; keep its last clause.
-    let clause = cause.rsplit(": ").next().unwrap_or(&cause);
-    clause.lines().next().unwrap_or_default().to_owned()
+    let mut chain = std::iter::successors(Some(error), |e| e.source());
+    if let Some(http) = chain.find_map(|e| e.downcast_ref::<object_store::client::HttpError>()) {
+        return format!("the request to storage failed ({:?})", http.kind());
+    }
+    // object_store's request errors read "... status code: 503 Service Unavailable: ...".
+    let status = text
+        .split_once("status code: ")
+        .and_then(|(_, rest)| rest.get(..3))
+        .filter(|code| code.bytes().all(|b| b.is_ascii_digit()));
+    match status {
+        Some(code) => format!("storage answered HTTP {code}"),
+        None => "the storage backend failed".into(),
+    }
+}
+
+/// The innermost I/O error among the causes of `error`.
+fn innermost_io_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a std::io::Error> {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .last()
 }
 
 /// Facts about a stored blob.
@@ -353,18 +371,18 @@ pub struct BlobInfo {
 #[derive(Clone)]
 pub struct Container {
     store: Arc<dyn ObjectStore>,
-    max_segment_bytes: Option<usize>,
+    /// Whether the local filesystem's extra name rules apply.
+    local: bool,
     parts: PartPlan,
 }
 
 impl Container {
     fn path(&self, blob: &BlobName) -> Result<Path, StorageError> {
-        if let Some(max) = self.max_segment_bytes
-            && blob.as_str().split('/').any(|s| s.len() > max)
+        if self.local
+            && let Some(problem) = blob.local_problem()
         {
             return Err(StorageError::InvalidName(format!(
-                "invalid blob name: a path segment is longer than {max} bytes, which this \
-                 backend cannot store"
+                "invalid blob name: {problem}, which the local backend cannot store"
             )));
         }
         blob.path()
@@ -537,16 +555,55 @@ mod tests {
         );
         let local = object_store::Error::Generic {
             store: "LocalFileSystem",
-            source: Box::new(std::io::Error::other(format!(
-                "Unable to copy file from /data/c/patient-42.csv: {}",
-                std::io::Error::from_raw_os_error(28)
-            ))),
+            source: Box::new(Named {
+                text: "Unable to copy file from /data/c/patient-42.csv".into(),
+                source: Some(std::io::Error::from_raw_os_error(28)),
+            }),
         };
         let summary = summarize(&local);
         assert!(summary.starts_with("No space left on device"), "{summary}");
         assert!(
             matches!(StorageError::from(local), StorageError::Full(text) if !text.contains("patient"))
         );
+        // object_store's own refusal of a local name ends with the name itself.
+        let refused = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(Named {
+                text: "Filenames containing trailing '/#\\d+/' are not supported: dir/p-42#7"
+                    .into(),
+                source: None,
+            }),
+        };
+        let error = StorageError::from(refused).to_string();
+        assert!(!error.contains("p-42"), "{error}");
+        let path_in_io = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::other("cannot open /data/c/patient-42.csv")),
+        };
+        let error = StorageError::from(path_in_io).to_string();
+        assert!(!error.contains("patient"), "{error}");
+    }
+
+    /// An error whose text names a blob, as object_store's local errors do.
+    #[derive(Debug)]
+    struct Named {
+        text: String,
+        source: Option<std::io::Error>,
+    }
+
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match &self.source {
+                Some(source) => write!(f, "{}: {source}", self.text),
+                None => f.write_str(&self.text),
+            }
+        }
+    }
+
+    impl std::error::Error for Named {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_ref().map(|e| e as _)
+        }
     }
 
     fn blob(name: &str) -> BlobName {

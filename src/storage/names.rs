@@ -41,6 +41,8 @@ pub struct BlobName(String);
 
 /// Most `/`-separated segments Azure allows in a blob name.
 const MAX_SEGMENTS: usize = 254;
+/// Longest path segment a local filesystem stores (NAME_MAX on Linux).
+const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
 
 impl BlobName {
     /// Checks `name` against the naming rules above.
@@ -79,6 +81,30 @@ impl BlobName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Why a local directory cannot hold this name, if it cannot: a segment longer than a
+    /// filename may be, or a last segment that object_store reserves for its own part files
+    /// (`#` followed by digits only, as in `scan#2`).
+    pub(super) fn local_problem(&self) -> Option<String> {
+        if self
+            .0
+            .split('/')
+            .any(|segment| segment.len() > LOCAL_MAX_SEGMENT_BYTES)
+        {
+            return Some(format!(
+                "a path segment is longer than {LOCAL_MAX_SEGMENT_BYTES} bytes"
+            ));
+        }
+        let last = self.0.rsplit('/').next().unwrap_or_default();
+        match last.split_once('#') {
+            Some((_, suffix))
+                if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Some("the last path segment ends in '#' and digits only".into())
+            }
+            _ => None,
+        }
     }
 
     pub(super) fn path(&self) -> Result<Path, StorageError> {
@@ -130,5 +156,27 @@ mod tests {
             assert!(BlobName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(BlobName::parse(".blobprox-staging/x").is_err());
+    }
+
+    #[test]
+    fn local_rules_match_object_stores_part_file_names() {
+        for local_only in ["p-42#7", "dir/a#0", "a#b#12"] {
+            let name = BlobName::parse(local_only).unwrap();
+            let expected = local_only != "a#b#12"; // object_store splits at the first '#'.
+            assert_eq!(name.local_problem().is_some(), expected, "{local_only}");
+        }
+        for fine in ["a#", "a#b", "dir#7/a", "#x1", "a#1b"] {
+            assert_eq!(
+                BlobName::parse(fine).unwrap().local_problem(),
+                None,
+                "{fine}"
+            );
+        }
+        assert!(
+            BlobName::parse(&"x".repeat(256))
+                .unwrap()
+                .local_problem()
+                .is_some()
+        );
     }
 }
