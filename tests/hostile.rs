@@ -463,3 +463,26 @@ async fn names_the_local_backend_reserves_are_400_without_the_name() {
     assert!(!text.contains("p-42"), "{text}");
     assert!(server.raw_names().await.iter().all(|n| !n.contains("p-42")));
 }
+
+#[tokio::test]
+async fn names_with_invisible_format_characters_are_400_and_store_nothing() {
+    let server = TestServer::start().await;
+    // U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 LEFT-TO-RIGHT ISOLATE, U+200B ZERO WIDTH SPACE.
+    for name in [
+        "invoice%E2%80%AEfdp.exe",
+        "a%E2%81%A6b",
+        "zero%E2%80%8Bwidth",
+    ] {
+        let response = server.upload(name, b"x", None).await;
+        assert!(
+            detail(response, 400).await.contains("format character"),
+            "{name}"
+        );
+        let response = server.download(name, "irrelevant").await;
+        assert!(
+            detail(response, 400).await.contains("format character"),
+            "{name}"
+        );
+    }
+    assert!(server.raw_names().await.is_empty());
+}
