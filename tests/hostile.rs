@@ -416,31 +416,36 @@ fn arbitrary_multipart_forms_never_cause_a_server_error() {
     assert!(names.iter().all(|n| n == "prop.bin"), "{names:?}");
 }
 
-#[tokio::test]
-async fn endless_part_headers_are_refused_before_memory_runs_out() {
-    let server = TestServer::start().await;
-    let address = server.url.trim_start_matches("http://").to_owned();
+/// Sends an upload whose first part header never ends (20 MiB of it) to `address`; returns
+/// what the server answered.
+async fn send_endless_part_header(address: String, path: String) -> String {
     let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
          Content-Length: 1000000000\r\n\r\n--B\r\nX-Endless: ",
-        server.upload_path("h.bin"),
         credential_lines()
     );
     let sender = tokio::spawn(async move {
         writer.write_all(head.as_bytes()).await?;
-        for _ in 0..40 {
+        for _ in 0..20 {
             writer.write_all(&[b'x'; 1 << 20]).await?;
         }
         Ok::<_, std::io::Error>(())
     });
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let _ = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer)).await;
+    sender.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn endless_part_headers_are_refused_before_memory_runs_out() {
+    let server = TestServer::start().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let answer = send_endless_part_header(address, server.upload_path("h.bin")).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("multipart headers are larger"), "{answer}");
-    sender.abort();
 }
 
 #[tokio::test]
@@ -484,5 +489,56 @@ async fn names_with_invisible_format_characters_are_400_and_store_nothing() {
             "{name}"
         );
     }
+    assert!(server.raw_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn endless_part_headers_from_eight_clients_keep_memory_per_transfer() {
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        return; // The headers never reach storage; once, on the local backend, is enough.
+    }
+    let server = common::BinaryServer::start(&[]).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let before = server.memory_kib("VmHWM");
+    let path = format!("/upload/{}/h.bin", common::CONTAINER);
+    let clients = (0..8).map(|_| send_endless_part_header(address.clone(), path.clone()));
+    let answers = futures::future::join_all(clients).await;
+    let growth_mib = server.memory_kib("VmHWM").saturating_sub(before) / 1024;
+    // The README promises about 4 MiB per upload.
+    assert!(growth_mib < 8 * 4, "peak memory grew by {growth_mib} MiB");
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_not_stored() {
+    let server = TestServer::start().await;
+    let recipients = recipients(&server).await;
+    let body = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nall of it\r\n\
+         --B--\r\n"
+    );
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        server.upload_path("short.bin"),
+        credential_lines(),
+        body.len() + 100
+    );
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Half-close: the promised 100 bytes will never come.
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(server.raw_names().await.is_empty());
 }

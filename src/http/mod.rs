@@ -4,6 +4,7 @@ mod download;
 mod error;
 mod extract;
 mod form;
+mod framing;
 mod observe;
 mod openapi;
 mod range;
