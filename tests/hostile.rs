@@ -416,27 +416,41 @@ fn arbitrary_multipart_forms_never_cause_a_server_error() {
     assert!(names.iter().all(|n| n == "prop.bin"), "{names:?}");
 }
 
+/// Sends `head`, then each piece after its pause, to `address` while reading the answer;
+/// returns what the server answered within `wait`.
+async fn answer_while_sending(
+    address: &str,
+    head: String,
+    pieces: Vec<(Duration, bytes::Bytes)>,
+    wait: Duration,
+) -> String {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        for (pause, piece) in pieces {
+            tokio::time::sleep(pause).await;
+            writer.write_all(&piece).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, reader.read_to_end(&mut answer)).await;
+    sender.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Sends an upload whose first part header never ends (20 MiB of it) to `address`; returns
 /// what the server answered.
 async fn send_endless_part_header(address: String, path: String) -> String {
-    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
+    static MEBIBYTE: [u8; 1 << 20] = [b'x'; 1 << 20];
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
          Content-Length: 1000000000\r\n\r\n--B\r\nX-Endless: ",
         credential_lines()
     );
-    let sender = tokio::spawn(async move {
-        writer.write_all(head.as_bytes()).await?;
-        for _ in 0..20 {
-            writer.write_all(&[b'x'; 1 << 20]).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut answer)).await;
-    sender.abort();
-    String::from_utf8_lossy(&answer).into_owned()
+    let pieces = vec![(Duration::ZERO, bytes::Bytes::from_static(&MEBIBYTE)); 20];
+    answer_while_sending(&address, head, pieces, Duration::from_secs(30)).await
 }
 
 #[tokio::test]
@@ -541,4 +555,57 @@ async fn a_body_shorter_than_its_content_length_is_not_stored() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(server.raw_names().await.is_empty());
+}
+
+/// Sends `head` at once and then `body` one byte every 300 ms (well within the idle timeout);
+/// returns what the server answered, or "" if it kept waiting for 15 s.
+async fn trickle(server: &TestServer, head: String, body: Vec<u8>) -> String {
+    let body = bytes::Bytes::from(body);
+    let pieces = (0..body.len())
+        .map(|i| (Duration::from_millis(300), body.slice(i..i + 1)))
+        .collect();
+    let address = server.url.trim_start_matches("http://");
+    answer_while_sending(address, head, pieces, Duration::from_secs(15)).await
+}
+
+#[tokio::test]
+async fn trickling_bodies_are_cut_off_after_the_grace_period_and_free_their_slot() {
+    let server = TestServer::start_with(Options {
+        limits: Limits {
+            body_grace: Duration::from_secs(1),
+            body_min_rate: 1000,
+            max_concurrent_transfers: 1,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let wrapped = server.upload_ok("kept.bin", b"x").await;
+    let form = format!("decryption-key={wrapped}");
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.download_path("kept.bin"),
+        credential_lines(),
+        form.len()
+    );
+    let answer = trickle(&server, head, form.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("slower than 1000 bytes per second"),
+        "{answer}"
+    );
+    let body = b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nslow".to_vec();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 100000\r\n\r\n",
+        server.upload_path("slow.bin"),
+        credential_lines()
+    );
+    let answer = trickle(&server, head, body).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The only transfer slot is free again.
+    server.upload_ok("after.bin", b"y").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!server.raw_names().await.contains(&"slow.bin".to_owned()));
 }

@@ -118,7 +118,7 @@ async fn wrapped_key(request: Request, max_body: usize) -> Result<String, ApiErr
         });
     }
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, max_body).await.map_err(|_| {
+    let body = form::small_body(body, max_body).await?.ok_or_else(|| {
         ApiError::TooLarge(format!(
             "the request body is larger than {max_body} bytes; a download needs only the \
              decryption-key field"

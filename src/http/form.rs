@@ -56,6 +56,25 @@ impl FormReader {
     }
 }
 
+/// The whole of a small body, or `None` when it is larger than `max` bytes (found without
+/// reading it when its length is declared).
+pub async fn small_body(body: Body, max: usize) -> Result<Option<Bytes>, ApiError> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > max as u64 {
+        return Ok(None);
+    }
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| unreadable(&error))?;
+        if bytes.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes.into()))
+}
+
 /// Whether `headers` declare a multipart body.
 pub fn is_multipart(headers: &HeaderMap) -> bool {
     boundary(headers).is_some()

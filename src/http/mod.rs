@@ -48,6 +48,11 @@ pub struct Limits {
     pub max_download_body_bytes: usize,
     /// Longest pause of a client inside a body: sending an upload, or taking a download.
     pub body_idle_timeout: Duration,
+    /// Time a request body may take before [`Self::body_min_rate`] applies.
+    pub body_grace: Duration,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// [`Self::body_grace`] is spent: each byte buys `1 / rate` seconds more (0: no minimum).
+    pub body_min_rate: u64,
     /// Uploads and downloads served at once; more get 503.
     pub max_concurrent_transfers: usize,
     /// Wrong credentials allowed per client address and minute before 429 (0: no limit).
@@ -62,6 +67,8 @@ impl Default for Limits {
             max_upload_bytes: None,
             max_download_body_bytes: 64 * 1024,
             body_idle_timeout: Duration::from_secs(60),
+            body_grace: Duration::from_secs(20),
+            body_min_rate: 500,
             max_concurrent_transfers: 256,
             auth_failures_per_minute: 20,
         }

@@ -47,14 +47,18 @@ pub async fn observe(
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
     let received = Arc::new(AtomicU64::new(0));
-    let idle_timeout = state.limits.body_idle_timeout;
+    let pace = BodyPace {
+        idle_timeout: state.limits.body_idle_timeout,
+        grace: state.limits.body_grace,
+        min_rate: state.limits.body_min_rate,
+    };
     let request = request.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
             expected_len: None,
             on_end: None,
-            idle: Some(IdleTimer::new(idle_timeout)),
+            pace: Some(BodyTimer::new(pace)),
         })
     });
     state.metrics.request_started();
@@ -90,7 +94,7 @@ pub async fn observe(
             bytes: Arc::new(AtomicU64::new(0)),
             expected_len,
             on_end: Some(finish),
-            idle: None,
+            pace: None,
         })
     })
 }
@@ -170,47 +174,106 @@ impl Finish {
 }
 
 /// A body that counts its data bytes; for responses it reports when it ends or is dropped, for
-/// requests it fails when the client stops sending.
+/// requests it fails when the client stops sending or sends too slowly.
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
     expected_len: Option<u64>,
     on_end: Option<Finish>,
-    idle: Option<IdleTimer>,
+    pace: Option<BodyTimer>,
+}
+
+/// How slowly a request body may arrive, in the manner of Apache's mod_reqtimeout
+/// (`body=20,MinRate=500`): no pause longer than `idle_timeout`, and in all no longer than
+/// `grace` plus one second per `min_rate` bytes received.
+#[derive(Debug, Clone, Copy)]
+struct BodyPace {
+    idle_timeout: Duration,
+    grace: Duration,
+    min_rate: u64,
 }
 
 /// How long a request body has been waited for. Only time spent waiting on the client counts,
 /// not time in which the proxy was busy and did not ask for more.
-struct IdleTimer {
-    timeout: Duration,
+struct BodyTimer {
+    pace: BodyPace,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
+    /// When the current wait began, if the body is being waited for.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Waits that have ended, in all.
+    waited: Duration,
 }
 
-impl IdleTimer {
-    fn new(timeout: Duration) -> Self {
+impl BodyTimer {
+    fn new(pace: BodyPace) -> Self {
         Self {
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-            waiting: false,
+            pace,
+            deadline: Box::pin(tokio::time::sleep(pace.idle_timeout)),
+            waiting_since: None,
+            waited: Duration::ZERO,
         }
     }
 
-    /// Called when the body had nothing: true once the client has been silent too long.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = tokio::time::Instant::now() + self.timeout;
-            self.deadline.as_mut().reset(deadline);
+    /// Called when the body had nothing, with the bytes received so far: the reason to give up
+    /// once the client has been silent too long, or too slow in all.
+    fn expired(&mut self, received: u64, cx: &mut Context<'_>) -> Option<BodyTooSlow> {
+        let since = match self.waiting_since {
+            Some(since) => since,
+            None => {
+                let now = tokio::time::Instant::now();
+                self.waiting_since = Some(now);
+                let allowed = self.wait_allowed(received);
+                self.deadline.as_mut().reset(now + allowed);
+                now
+            }
+        };
+        self.deadline.as_mut().poll(cx).is_ready().then(|| {
+            if since.elapsed() >= self.pace.idle_timeout {
+                BodyTooSlow::Idle(self.pace.idle_timeout)
+            } else {
+                BodyTooSlow::BelowRate {
+                    min_rate: self.pace.min_rate,
+                    grace: self.pace.grace,
+                }
+            }
+        })
+    }
+
+    /// The longest the current wait may last.
+    fn wait_allowed(&self, received: u64) -> Duration {
+        let BodyPace {
+            idle_timeout,
+            grace,
+            min_rate,
+        } = self.pace;
+        if min_rate == 0 {
+            return idle_timeout;
         }
-        self.deadline.as_mut().poll(cx).is_ready()
+        let earned = grace + Duration::from_secs_f64(received as f64 / min_rate as f64);
+        idle_timeout.min(earned.saturating_sub(self.waited))
+    }
+
+    /// The body delivered something (or ended): the current wait is over.
+    fn answered(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
     }
 }
 
-/// The request body stopped arriving.
+/// The request body stopped arriving, or arrives too slowly.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body stopped arriving for more than {0:?}")]
-struct BodyIdle(Duration);
+enum BodyTooSlow {
+    /// A pause longer than the idle timeout.
+    #[error("the request body stopped arriving for more than {0:?}")]
+    Idle(Duration),
+    #[error(
+        "the request body arrives slower than {min_rate} bytes per second (after {grace:?} of \
+         grace)"
+    )]
+    /// Less than the minimum rate once the grace period was spent.
+    BelowRate { min_rate: u64, grace: Duration },
+}
 
 impl HttpBody for CountingBody {
     type Data = Bytes;
@@ -221,14 +284,14 @@ impl HttpBody for CountingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Some(idle) = &mut self.idle {
+        let received = self.bytes.load(Ordering::Relaxed);
+        if let Some(pace) = &mut self.pace {
             if polled.is_pending() {
-                if idle.expired(cx) {
-                    let timeout = idle.timeout;
-                    return Poll::Ready(Some(Err(axum::Error::new(BodyIdle(timeout)))));
+                if let Some(reason) = pace.expired(received, cx) {
+                    return Poll::Ready(Some(Err(axum::Error::new(reason))));
                 }
             } else {
-                idle.waiting = false;
+                pace.answered();
             }
         }
         match &polled {
