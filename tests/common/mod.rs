@@ -321,7 +321,7 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
 pub struct BinaryServer {
     pub url: String,
     pub child: std::process::Child,
-    pub data_dir: TempDir,
+    pub data_dir: Arc<TempDir>,
 }
 
 impl BinaryServer {
@@ -330,6 +330,11 @@ impl BinaryServer {
     pub async fn start(env: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
+        Self::start_on(Arc::new(data_dir), env).await
+    }
+
+    /// Starts `blobprox serve` on an existing data directory (as a restart would).
+    pub async fn start_on(data_dir: Arc<TempDir>, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
