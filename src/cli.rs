@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8082)]
     pub port: u16,
+    /// Address (HOST:PORT) of a separate listener for GET /metrics, which the API port then no
+    /// longer serves. Unset: /metrics is served on the API port.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Directory of the embedded local storage, used when STORAGE_URL is unset.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

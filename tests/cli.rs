@@ -198,6 +198,39 @@ fn development_start_makes_keys_and_credentials_and_accepts_them() {
 }
 
 #[test]
+fn metrics_addr_moves_metrics_off_the_api_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut command = blobprox(dir.path());
+    command
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+    let served = serve(command, &[]);
+    assert!(
+        served.banner.contains(&format!(
+            "metrics on http://127.0.0.1:{metrics_port}/metrics"
+        )),
+        "{:?}",
+        served.banner
+    );
+    let get = |port: u16, path: &str| {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}{path}")).unwrap()
+    };
+    let metrics = get(metrics_port, "/metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .unwrap()
+            .contains("blobprox_requests_in_flight")
+    );
+    assert_eq!(get(port, "/metrics").status(), 404);
+    assert_eq!(get(port, "/healthz").status(), 200);
+    assert_eq!(get(metrics_port, "/healthz").status(), 404);
+}
+
+#[test]
 fn bad_values_fail_with_one_line_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     for (args, env, expected) in [

@@ -134,16 +134,38 @@ impl AppState {
     }
 }
 
-/// The full application router.
+/// The full application router, `/metrics` included.
 pub fn router(state: AppState) -> Router {
+    routes(state, true)
+}
+
+/// The application router without `/metrics`, which a listener of its own serves
+/// ([`metrics_router`]).
+pub fn api_router(state: AppState) -> Router {
+    routes(state, false)
+}
+
+/// Only `GET /metrics`, for a listener off the API network (`METRICS_ADDR`).
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+fn routes(state: AppState, with_metrics: bool) -> Router {
+    let mut router = Router::new()
         .route("/key/public", get(public_key))
         .route("/upload/{container}/{*blob}", post(upload::upload))
         .route("/download/{container}/{*blob}", get(download::download))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route(
             "/openapi.json",
             get(|State(state): State<AppState>| async move { Json(openapi::document(&state.limits)) }),
