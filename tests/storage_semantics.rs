@@ -10,7 +10,7 @@ use common::{AZURE_ENV, SECRETS, TestServer, detail, load_keys};
 use futures::future::join_all;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RACERS: usize = 10;
 
@@ -162,10 +162,13 @@ async fn refused_storage_credentials_are_502_naming_storage() {
     assert_eq!(response.status(), 503);
 }
 
-/// A TCP forwarder to storage that can be cut, as a network or storage outage would.
+/// A TCP forwarder to storage that can be cut, as a network or storage outage would, and that
+/// can report copies as Azure may: each status in `copy_statuses` replaces, once, a `success` in
+/// an `x-ms-copy-status` header on its way back (all the values have seven letters).
 struct Outage {
     endpoint_port: u16,
     cut: tokio::sync::watch::Sender<bool>,
+    copy_statuses: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 impl Outage {
@@ -173,9 +176,11 @@ impl Outage {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint_port = listener.local_addr().unwrap().port();
         let (cut, watcher) = tokio::sync::watch::channel(false);
+        let copy_statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let statuses = copy_statuses.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 let mut watcher = watcher.clone();
@@ -183,18 +188,54 @@ impl Outage {
                     continue; // Dropped: refused while storage is "down".
                 }
                 let upstream = upstream.clone();
+                let statuses = statuses.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_storage, mut to_storage) = outbound.into_split();
+                    let answers = async {
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let read = from_storage.read(&mut buffer).await?;
+                            if read == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            rewrite_copy_status(&mut buffer[..read], &statuses);
+                            to_client.write_all(&buffer[..read]).await?;
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy(&mut from_client, &mut to_storage) => {}
+                        _ = answers => {}
                         _ = watcher.wait_for(|cut| *cut) => {}
                     }
                 });
             }
         });
-        Self { endpoint_port, cut }
+        Self {
+            endpoint_port,
+            cut,
+            copy_statuses,
+        }
+    }
+}
+
+/// Replaces `success` in `x-ms-copy-status` headers of `bytes` with the next of `statuses`.
+fn rewrite_copy_status(bytes: &mut [u8], statuses: &std::sync::Mutex<Vec<&'static str>>) {
+    let header = b"x-ms-copy-status: success";
+    let mut from = 0;
+    while let Some(at) = bytes[from..]
+        .windows(header.len())
+        .position(|window| window.eq_ignore_ascii_case(header))
+    {
+        let value = from + at + header.len() - 7;
+        let Some(status) = statuses.lock().unwrap().pop() else {
+            return;
+        };
+        bytes[value..value + 7].copy_from_slice(status.as_bytes());
+        from = value + 7;
     }
 }
 
@@ -470,4 +511,55 @@ async fn part_files_of_an_upload_killed_mid_body_are_swept_after_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(leftovers(), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test]
+async fn an_upload_is_acknowledged_only_once_azure_reports_its_copy_complete() {
+    let Some((url, outage, container, _)) = server_behind_outage().await else {
+        eprintln!("skipped: needs {AZURE_ENV} (set by scripts/test.sh)");
+        return;
+    };
+    let public_key = common::public_key_at(&url).await;
+    let upload = |name: &str| {
+        let form = reqwest::multipart::Form::new()
+            .text(
+                "public-keys",
+                serde_json::json!({ "me": public_key }).to_string(),
+            )
+            .text("overwrite", "true")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(b"published".to_vec()),
+            );
+        common::with_credentials(
+            reqwest::Client::new().post(format!("{url}/upload/{container}/{name}")),
+        )
+        .multipart(form)
+        .send()
+    };
+    // Popped from the end: the copy's own answer and the next look say pending, then success.
+    *outage.copy_statuses.lock().unwrap() = vec!["pending", "pending"];
+    let response = upload("slow-copy.bin").await.unwrap();
+    let body = common::json_with_status(response, 200).await;
+    let wrapped = body["keys"]["me"].as_str().unwrap().to_owned();
+    assert!(
+        outage.copy_statuses.lock().unwrap().is_empty(),
+        "the status was looked at again"
+    );
+    let response = common::with_credentials(
+        reqwest::Client::new().get(format!("{url}/download/{container}/slow-copy.bin")),
+    )
+    .header("x-blob-key", wrapped)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), &b"published"[..]);
+
+    *outage.copy_statuses.lock().unwrap() = vec!["aborted", "aborted"];
+    let response = upload("failed-copy.bin").await.unwrap();
+    assert!(
+        detail(response, 503)
+            .await
+            .contains("did not complete the copy"),
+    );
 }

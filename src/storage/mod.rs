@@ -26,7 +26,7 @@ mod azure;
 mod names;
 
 pub use azure::AzureAccount;
-use azure::list_container;
+use azure::{CopyStatus, list_container};
 pub use names::{BlobName, ContainerName};
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
@@ -36,6 +36,8 @@ pub const STAGING_PREFIX: &str = ".blobprox-staging";
 const READINESS_REUSE: Duration = Duration::from_secs(5);
 /// Age after which a staged upload is certainly abandoned.
 const STAGING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// Longest wait for Azure to finish a copy it reported as pending.
+const COPY_WAIT: Duration = Duration::from_secs(60);
 /// A container probed to check that the account answers; it need not exist.
 const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
 
@@ -533,6 +535,16 @@ impl StagedBlob {
                 .copy_if_not_exists(&self.staging, &self.target)
                 .await?;
         }
+        // The staged blob is the copy's source: it must stay until the copy is complete.
+        let status = || async {
+            let options = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            let head = self.store.get_opts(&self.target, options).await?;
+            Ok(head.extensions.get::<CopyStatus>().cloned())
+        };
+        wait_for_copy(status, COPY_WAIT).await?;
         match self.store.delete(&self.staging).await {
             Ok(()) => self.settled = true,
             Err(error) => {
@@ -540,6 +552,33 @@ impl StagedBlob {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits while `status` reports a copy as pending, for at most `longest`. Azure may answer Copy Blob before the copy is
+/// done (`x-ms-copy-status: pending`), and object_store does not look; no client may hear that its
+/// upload succeeded before then. No status (the local and memory stores) means done.
+async fn wait_for_copy<F, Fut>(mut status: F, longest: Duration) -> Result<(), StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<CopyStatus>, StorageError>>,
+{
+    let deadline = tokio::time::Instant::now() + longest;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let status = status().await?;
+        match status.as_ref().map(|status| status.0.as_str()) {
+            None | Some("success") => return Ok(()),
+            Some("pending") if tokio::time::Instant::now() < deadline => {}
+            Some(other) => {
+                return Err(StorageError::Unavailable(format!(
+                    "Azure did not complete the copy that publishes the upload (copy status \
+                     {other})"
+                )));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -677,6 +716,41 @@ mod tests {
             assert_eq!(result.is_ok(), content != b"second");
         }
         assert_eq!(read_all(&container, &name).await, b"third");
+    }
+
+    #[tokio::test]
+    async fn publishing_waits_for_a_pending_copy_and_fails_on_a_failed_one() {
+        let scripted = |statuses: &[&str]| {
+            let mut statuses: Vec<Option<CopyStatus>> = statuses
+                .iter()
+                .map(|s| Some(CopyStatus((*s).to_owned())))
+                .collect();
+            statuses.reverse();
+            let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = asked.clone();
+            let status = move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let next = statuses
+                    .pop()
+                    .unwrap_or_else(|| Some(CopyStatus("pending".into())));
+                async move { Ok(next) }
+            };
+            (status, asked)
+        };
+        let longest = Duration::from_millis(500);
+        let (status, asked) = scripted(&["pending", "pending", "success"]);
+        assert!(wait_for_copy(status, longest).await.is_ok());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let (status, _) = scripted(&["pending", "failed"]);
+        let error = wait_for_copy(status, longest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("copy status failed"), "{error}");
+        // Pending for ever: given up on, never taken for success.
+        let (status, _) = scripted(&[]);
+        assert!(wait_for_copy(status, longest).await.is_err());
+        assert!(wait_for_copy(|| async { Ok(None) }, longest).await.is_ok());
     }
 
     #[tokio::test]
