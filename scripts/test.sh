@@ -33,8 +33,8 @@ done
 key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
 
-echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults)"
-cargo test --quiet --test api --test ranges --test hostile --test storage_semantics
+echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults, key lifecycle)"
+cargo test --quiet --test api --test ranges --test hostile --test storage_semantics --test lifecycle
 
 echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
 use crate::credentials::{self, ClientCredentials};
-use crate::crypto::fernet::TOKEN_TEXT_PREFIX;
 use crate::http::{ConnectionLimits, Limits, UploadPolicy};
 use crate::keys::{self, KeygenOutcome, ProxyKeys};
 use crate::storage::Backend;
@@ -20,8 +20,10 @@ pub struct ServeConfig {
     pub keys: ProxyKeys,
     /// Where they were read from.
     pub key_dir: PathBuf,
-    /// The `API_KEY` token.
-    pub api_key: String,
+    /// The accepted `API_KEY` tokens.
+    pub api_keys: ApiKeys,
+    /// The file they were read from (`API_KEY_FILE`), read again on reload.
+    pub api_key_file: Option<PathBuf>,
     /// Which storage to use.
     pub backend: Backend,
     /// Request limits.
@@ -32,6 +34,8 @@ pub struct ServeConfig {
     pub connection_limits: ConnectionLimits,
     /// Lines to show the operator at start (where things are, what to send).
     pub notices: Vec<String>,
+    /// Risks in this configuration, logged as warnings at start.
+    pub warnings: Vec<String>,
 }
 
 /// Resolves the options. A development start (no PROD, no KEY_VAULT_PATH) makes missing keys and
@@ -60,19 +64,38 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     let keys = keys::load_key_files(&key_dir).map_err(|e| e.to_string())?;
 
-    let api_key = match (&args.api_key, development) {
-        (Some(api_key), _) => api_key.trim().to_owned(),
-        (None, true) => development_api_key(&args.dev_dir.join("credentials"), &mut notices)?,
-        (None, false) => {
+    let api_keys = match (&args.api_key, &args.api_key_file, development) {
+        (Some(_), Some(_), _) => {
+            return Err("set API_KEY or API_KEY_FILE, not both".into());
+        }
+        (Some(value), None, _) => value.parse::<ApiKeys>().map_err(|e| e.to_string())?,
+        (None, Some(file), _) => read_api_key_file(file)?,
+        (None, None, true) => development_api_key(&args.dev_dir.join("credentials"), &mut notices)?
+            .parse()
+            .map_err(|e: crate::auth::ApiKeyError| e.to_string())?,
+        (None, None, false) => {
             return Err(
-                "API_KEY is not set: run `blobprox credentials -p DIR` and set API_KEY to \
-                        the content of DIR/<ts>_blobprox_encrypted.key"
+                "API_KEY is not set: run `blobprox credentials -p DIR` and set API_KEY (or \
+                 API_KEY_FILE) to the content of DIR/<ts>_blobprox_encrypted.key"
                     .into(),
             );
         }
     };
-    if !api_key.as_bytes().starts_with(TOKEN_TEXT_PREFIX) {
-        return Err("API_KEY is not a Fernet token (it should start with gAAAAA)".into());
+    let mut warnings = keys::permission_warnings(&key_dir);
+    if args.api_key_on_command_line {
+        warnings.push(
+            "--api-key on the command line can be read by every local user (ps, /proc); set \
+             API_KEY_FILE instead"
+                .into(),
+        );
+    }
+    if args.static_data_key {
+        warnings.push(
+            "STATIC_DATA_KEY is on: every upload is encrypted with symmetric_key.key, and any \
+             authenticated client that names its own public key as a recipient receives that \
+             key, which opens every such blob and can forge new ones"
+                .into(),
+        );
     }
 
     let backend = Backend::from_settings(
@@ -85,7 +108,8 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     Ok(ServeConfig {
         keys,
         key_dir,
-        api_key,
+        api_keys,
+        api_key_file: args.api_key_file.clone(),
         backend,
         limits: Limits {
             max_public_keys_bytes: args.max_public_keys_bytes,
@@ -107,7 +131,16 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
             format: args.blob_format,
         },
         notices,
+        warnings,
     })
+}
+
+/// Reads `API_KEY_FILE`: one or more encrypted keys, separated by commas or new lines.
+pub fn read_api_key_file(path: &Path) -> Result<ApiKeys, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read API_KEY_FILE {}: {e}", path.display()))?;
+    text.parse()
+        .map_err(|e| format!("API_KEY_FILE {}: {e}", path.display()))
 }
 
 /// The newest credentials in `dir`, or new ones written there and announced.

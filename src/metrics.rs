@@ -55,6 +55,7 @@ pub struct RequestRecord<'a> {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    unwraps: Mutex<BTreeMap<(String, &'static str), u64>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     aborted: AtomicU64,
@@ -94,6 +95,16 @@ impl Metrics {
             .entry(record.route.to_owned())
             .or_default()
             .observe(record.duration.as_secs_f64());
+    }
+
+    /// A wrapped key was opened by the private key with this fingerprint and role.
+    pub fn key_unwrapped(&self, fingerprint: &str, role: &'static str) {
+        *self
+            .unwraps
+            .lock()
+            .expect("lock")
+            .entry((fingerprint.to_owned(), role))
+            .or_default() += 1;
     }
 
     /// Credentials were refused.
@@ -159,6 +170,18 @@ impl Metrics {
         for (format, count) in FORMATS.iter().zip(&self.integrity_failures) {
             let count = count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{format=\"{}\"}} {count}", format.as_str());
+        }
+        header(
+            &mut out,
+            "blobprox_key_unwraps_total",
+            "counter",
+            "Wrapped keys opened, by private key fingerprint and role (current or retired).",
+        );
+        for ((fingerprint, role), count) in self.unwraps.lock().expect("lock").iter() {
+            let _ = writeln!(
+                out,
+                "blobprox_key_unwraps_total{{key=\"{fingerprint}\",role=\"{role}\"}} {count}"
+            );
         }
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as i64;
         let scalars = [
@@ -229,7 +252,14 @@ mod tests {
         });
         metrics.auth_failed();
         metrics.integrity_failed(BlobFormat::Fernet);
+        metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
+        metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
         let text = metrics.render();
+        assert!(
+            text.contains(
+                "blobprox_key_unwraps_total{key=\"00aa11bb22cc33dd\",role=\"retired\"} 2"
+            )
+        );
         assert!(text.contains("blobprox_requests_total{route=\"/key/public\",status=\"200\"} 1"));
         assert!(text.contains(
             "blobprox_request_duration_seconds_bucket{route=\"/key/public\",le=\"0.01\"} 0"
