@@ -544,11 +544,14 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", production.port)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     stream.write_all(&file[..1 << 20]).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The upload must be under way (its head read) before the signal: a connection whose
+    // request has not been read yet is idle, and shutdown closes idle connections.
+    eventually("the upload is in flight", || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", production.port))
+            .and_then(|r| r.text())
+            .is_ok_and(|text| text.contains("blobprox_requests_in_flight 2"))
+    });
+    signal(&served, "-TERM");
     // The rest arrives slowly, after the signal.
     for chunk in file[1 << 20..].chunks(256 << 10) {
         std::thread::sleep(Duration::from_millis(100));
