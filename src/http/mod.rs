@@ -282,7 +282,7 @@ async fn require_auth(
         comparison_key: header("x-comparison-key"),
     };
     match state.auth.verify(presented, peer.ip()).await {
-        Ok(()) => next.run(request).await,
+        Ok(_) => next.run(request).await,
         Err(error) => {
             state.metrics.auth_failed();
             ApiError::from(error).into_response()
