@@ -670,6 +670,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_retired_directory_is_an_error_not_an_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key_files(dir.path(), false).unwrap();
+        std::fs::write(dir.path().join(RETIRED_DIR), "not a directory").unwrap();
+        assert!(matches!(
+            load_key_files(dir.path()),
+            Err(KeyError::Io { path, .. }) if path.ends_with(RETIRED_DIR)
+        ));
+    }
+
+    #[test]
     fn rotation_refuses_what_it_cannot_keep() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PUBLIC_KEY_FILE), "x").unwrap();
