@@ -159,7 +159,7 @@ pub struct KeygenArgs {
     /// Replace existing key files (anything encrypted for the old key pair becomes unreadable).
     #[arg(long, conflicts_with = "rotate")]
     pub force: bool,
-    /// Keep the current keys as retired (under DIR/retired/<UTC time>/, still unwrapping what
+    /// Keep the current keys as retired (under DIR/retired/UTC-TIME/, still unwrapping what
     /// was wrapped for them) and write new ones.
     #[arg(long)]
     pub rotate: bool,
