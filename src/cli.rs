@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8082)]
     pub port: u16,
+    /// Address (HOST:PORT) of a separate listener for GET /metrics, which the API port then no
+    /// longer serves. Unset: /metrics is served on the API port.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Directory of the embedded local storage, used when STORAGE_URL is unset.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -113,6 +117,10 @@ pub struct ServeArgs {
     /// Uploads and downloads served at once; more get 503 with Retry-After.
     #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
     pub max_concurrent_transfers: usize,
+    /// Bytes that all uploads and downloads together may buffer on their way to or from storage;
+    /// a transfer past it waits for others, reading no more from its client meanwhile.
+    #[arg(long, env = "MAX_BUFFER_BYTES", default_value_t = crate::storage::DEFAULT_MAX_BUFFER_BYTES)]
+    pub max_buffer_bytes: usize,
     /// Wrong credentials allowed per client address (IPv6: per /64) and minute; past them the
     /// address gets 429 without any key derivation. 0 turns the limit off.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
@@ -127,6 +135,13 @@ pub struct ServeArgs {
     /// the transfer is failed.
     #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub body_idle_timeout_secs: u64,
+    /// Seconds a request body may take before BODY_MIN_RATE applies.
+    #[arg(long, env = "BODY_GRACE_SECS", default_value_t = 20)]
+    pub body_grace_secs: u64,
+    /// Slowest average rate, in bytes per second, of a request body once BODY_GRACE_SECS are
+    /// spent (each byte buys 1/rate seconds more); slower clients get 400. 0 turns it off.
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 500)]
+    pub body_min_rate: u64,
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -144,7 +159,7 @@ pub struct KeygenArgs {
     /// Replace existing key files (anything encrypted for the old key pair becomes unreadable).
     #[arg(long, conflicts_with = "rotate")]
     pub force: bool,
-    /// Keep the current keys as retired (under DIR/retired/<UTC time>/, still unwrapping what
+    /// Keep the current keys as retired (under DIR/retired/UTC-TIME/, still unwrapping what
     /// was wrapped for them) and write new ones.
     #[arg(long)]
     pub rotate: bool,

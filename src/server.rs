@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +24,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
-        let storage = Storage::open(config.backend.clone()).map_err(|e| e.to_string())?;
+        let storage = Storage::open(config.backend.clone())
+            .map_err(|e| e.to_string())?
+            .with_max_buffer_bytes(args.max_buffer_bytes);
         let state = AppState::new(
             config.keys,
             storage,
@@ -35,10 +38,17 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        let metrics_listener = match &args.metrics_addr {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on METRICS_ADDR {address}: {e}"))?),
+            None => None,
+        };
         for notice in &config.notices {
             println!("{notice}");
         }
         println!("storage: {}", config.backend.describe());
+        if let Some(metrics) = &metrics_listener {
+            println!("metrics on http://{}/metrics", metrics.local_addr().map_err(|e| e.to_string())?);
+        }
         println!("listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
         // A wrong or expired storage credential shows here once, and in /readyz, rather than as
@@ -52,7 +62,22 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             config.api_key_file.clone(),
         ));
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        http::serve(listener, http::router(state), shutdown_signal(), grace, config.connection_limits)
+        let drain_state = state.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let deadline = tokio::time::Instant::now() + grace;
+            drain_state.drain(deadline).await;
+            deadline
+        }
+        .shared();
+        let router = match metrics_listener {
+            Some(metrics) => {
+                tokio::spawn(http::serve(metrics, http::metrics_router(state.clone()), shutdown.clone(), config.connection_limits));
+                http::api_router(state)
+            }
+            None => http::router(state),
+        };
+        http::serve(listener, router, shutdown, config.connection_limits)
             .await
             .map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");
@@ -121,5 +146,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutdown requested; finishing transfers in flight");
+    tracing::info!("shutdown requested; /readyz answers draining while transfers in flight finish");
 }

@@ -23,6 +23,9 @@ const DOWNLOAD_QUEUE: usize = 4;
 /// segment is its header and its last segment, so one storage read instead of two.
 const WHOLE_READ_MAX: u64 =
     (stream::HEADER_LEN + stream::DEFAULT_SEGMENT_SIZE as usize + stream::TAG_LEN) as u64;
+/// What one download reserves from the buffer budget while it runs: its queued chunks and the
+/// segments being opened (64 KiB each by default).
+const DOWNLOAD_BUFFER_BYTES: usize = 512 * 1024;
 
 /// Failures while moving a blob.
 #[derive(Debug, Error)]
@@ -39,6 +42,13 @@ pub enum TransferError {
     /// A cryptographic operation failed in a way input cannot cause.
     #[error("encryption failed: {0}")]
     Crypto(CryptoError),
+}
+
+impl TransferError {
+    /// Whether stored data failed authentication (rather than storage failing to deliver it).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(self, TransferError::Corrupt(_))
+    }
 }
 
 impl From<CryptoError> for TransferError {
@@ -64,6 +74,16 @@ pub enum BlobFormat {
     Stream,
     /// A Fernet token, readable by the Python proxy.
     Fernet,
+}
+
+impl BlobFormat {
+    /// The format's name, as `BLOB_FORMAT` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobFormat::Stream => "stream",
+            BlobFormat::Fernet => "fernet",
+        }
+    }
 }
 
 impl std::str::FromStr for BlobFormat {
@@ -167,8 +187,12 @@ impl BlobWriter {
     }
 
     async fn flush(&mut self) -> Result<(), TransferError> {
-        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_BYTES * 2));
-        self.staged.write(Bytes::from(full)).await?;
+        // Copied out at their length, because they stay buffered until their part is stored and
+        // the buffer budget counts that length: handing over `pending` itself would keep its
+        // spare capacity (up to as much again) alive with them. `pending` is reused.
+        let full = Bytes::copy_from_slice(&self.pending);
+        self.pending.clear();
+        self.staged.write(full).await?;
         Ok(())
     }
 }
@@ -244,6 +268,14 @@ impl OpenedBlob {
         }
     }
 
+    /// The format the blob is stored in.
+    pub fn format(&self) -> BlobFormat {
+        match self.layout {
+            Layout::Fernet(_) => BlobFormat::Fernet,
+            Layout::Stream { .. } => BlobFormat::Stream,
+        }
+    }
+
     /// Whether parts of the plaintext can be read alone (a Fernet token must be read whole).
     pub fn supports_ranges(&self) -> bool {
         matches!(self.layout, Layout::Stream { .. })
@@ -266,6 +298,7 @@ impl OpenedBlob {
             stall_timeout,
         };
         tokio::spawn(async move {
+            let _reserved = self.container.reserve_buffer(DOWNLOAD_BUFFER_BYTES).await;
             let pumped = match &self.layout {
                 Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
                 Layout::Stream {
@@ -309,7 +342,14 @@ impl OpenedBlob {
             }
         }
         let mut plaintext = Vec::new();
-        decryptor.finish(&mut plaintext)?;
+        decryptor
+            .finish(&mut plaintext)
+            .map_err(|error| match error {
+                CryptoError::AuthenticationFailed => {
+                    TransferError::Corrupt("the token changed while it was read".into())
+                }
+                other => other.into(),
+            })?;
         delivery.send(Ok(Bytes::from(plaintext))).await;
         Ok(())
     }

@@ -4,6 +4,7 @@ mod download;
 mod error;
 mod extract;
 mod form;
+mod framing;
 mod observe;
 mod openapi;
 mod range;
@@ -13,6 +14,7 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -26,6 +28,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub use error::ApiError;
@@ -50,6 +53,11 @@ pub struct Limits {
     pub max_download_body_bytes: usize,
     /// Longest pause of a client inside a body: sending an upload, or taking a download.
     pub body_idle_timeout: Duration,
+    /// Time a request body may take before [`Self::body_min_rate`] applies.
+    pub body_grace: Duration,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// [`Self::body_grace`] is spent: each byte buys `1 / rate` seconds more (0: no minimum).
+    pub body_min_rate: u64,
     /// Uploads and downloads served at once; more get 503.
     pub max_concurrent_transfers: usize,
     /// Wrong credentials allowed per client address and minute before 429 (0: no limit).
@@ -64,6 +72,8 @@ impl Default for Limits {
             max_upload_bytes: None,
             max_download_body_bytes: 64 * 1024,
             body_idle_timeout: Duration::from_secs(60),
+            body_grace: Duration::from_secs(20),
+            body_min_rate: 500,
             max_concurrent_transfers: 256,
             auth_failures_per_minute: 20,
         }
@@ -96,6 +106,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// One permit per upload or download in progress.
     pub transfers: Arc<Semaphore>,
+    /// Set when shutdown starts, so that /readyz tells balancers to stop sending.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -118,6 +130,18 @@ impl AppState {
             limits,
             upload_policy,
             metrics: Arc::default(),
+            draining: Arc::default(),
+        }
+    }
+
+    /// Turns /readyz not-ready, then waits until no transfer is in flight or `deadline` passes.
+    /// Requests keep being served meanwhile: a balancer needs a few health checks to notice.
+    pub async fn drain(&self, deadline: Instant) {
+        self.draining.store(true, Ordering::Relaxed);
+        while self.transfers.available_permits() < self.limits.max_concurrent_transfers
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -141,17 +165,39 @@ impl AppState {
     }
 }
 
-/// The full application router.
+/// The full application router, `/metrics` included.
 pub fn router(state: AppState) -> Router {
+    routes(state, true)
+}
+
+/// The application router without `/metrics`, which a listener of its own serves
+/// ([`metrics_router`]).
+pub fn api_router(state: AppState) -> Router {
+    routes(state, false)
+}
+
+/// Only `GET /metrics`, for a listener off the API network (`METRICS_ADDR`).
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+fn routes(state: AppState, with_metrics: bool) -> Router {
+    let mut router = Router::new()
         .route("/key/public", get(public_key))
         .route("/upload/{container}/{*blob}", post(upload::upload))
         .route("/download/{container}/{*blob}", get(download::download))
         .route("/share/{container}/{*blob}", post(share::share))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route(
             "/openapi.json",
             get(|State(state): State<AppState>| async move { Json(openapi::document(&state.limits)) }),
@@ -182,12 +228,11 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
-/// requests in flight finish for up to `grace`.
+/// requests in flight finish until the deadline that `shutdown` returned.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    shutdown: impl Future<Output = Instant> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -196,7 +241,7 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
+    let deadline = loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -207,7 +252,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            deadline = &mut shutdown => break deadline,
         };
         // Small answers (range reads, errors) must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
@@ -222,12 +267,12 @@ pub async fn serve(
             hyper_util::service::TowerToHyperService::new(service),
         );
         tokio::spawn(graceful.watch(connection));
-    }
+    };
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "transfers still running after the grace period; stopping");
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!("transfers still running after the grace period; stopping");
         }
     }
     Ok(())
@@ -252,7 +297,7 @@ async fn require_auth(
         comparison_key: header("x-comparison-key"),
     };
     match state.auth.verify(presented, peer.ip()).await {
-        Ok(()) => next.run(request).await,
+        Ok(_) => next.run(request).await,
         Err(error) => {
             state.metrics.auth_failed();
             ApiError::from(error).into_response()
@@ -279,6 +324,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining", "detail": "shutting down; finishing transfers in flight" })),
+        )
+            .into_response();
+    }
     match state.storage.check_reachable().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(error) => (

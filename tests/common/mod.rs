@@ -50,6 +50,8 @@ pub struct Options {
     pub connection: ConnectionLimits,
     /// A key directory of the server's own instead of the shared one.
     pub key_dir: Option<std::path::PathBuf>,
+    /// A buffer budget (`MAX_BUFFER_BYTES`) other than the default.
+    pub max_buffer_bytes: Option<usize>,
 }
 
 /// Environment variable that switches the suite from the local backend to Azure (Azurite).
@@ -125,7 +127,10 @@ impl TestServer {
         data_directory: TempDir,
         options: Options,
     ) -> Self {
-        let storage = Storage::open(backend.clone()).unwrap();
+        let mut storage = Storage::open(backend.clone()).unwrap();
+        if let Some(bytes) = options.max_buffer_bytes {
+            storage = storage.with_max_buffer_bytes(bytes);
+        }
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
@@ -304,8 +309,10 @@ async fn spawn_server(
     tokio::spawn(http::serve(
         listener,
         http::router(state),
-        stopped,
-        Duration::from_secs(1),
+        async {
+            stopped.await;
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        },
         options.connection,
     ));
     (url, keys)
@@ -378,4 +385,76 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The `blobprox` binary serving a local data directory with the shared keys and credentials,
+/// for tests that watch the process itself (its memory, its signals).
+pub struct BinaryServer {
+    pub url: String,
+    pub child: std::process::Child,
+    pub data_dir: Arc<TempDir>,
+}
+
+impl BinaryServer {
+    /// Starts `blobprox serve` with container [`CONTAINER`] and the extra `env`; returns once
+    /// it answers.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
+        Self::start_on(Arc::new(data_dir), env).await
+    }
+
+    /// Starts `blobprox serve` on an existing data directory (as a restart would).
+    pub async fn start_on(data_dir: Arc<TempDir>, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_blobprox"))
+            .arg("serve")
+            .env("PROD", "true")
+            .env("API_KEY", &SECRETS.api_key)
+            .env("KEY_VAULT_PATH", SECRETS.key_dir.path())
+            .env(
+                "STORAGE_URL",
+                format!("file://{}", data_dir.path().display()),
+            )
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{url}/healthz")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            url,
+            child,
+            data_dir,
+        }
+    }
+
+    /// A `/proc/PID/status` figure of the process in KiB, such as `VmHWM` (peak resident set).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
