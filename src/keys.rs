@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::crypto::CryptoError;
 use crate::crypto::data_key::DataKey;
-use crate::crypto::rsa::PrivateKey;
+use crate::crypto::rsa::{PrivateKey, RecipientKey};
 
 /// File name of the PEM private key (PKCS#8 written, PKCS#1 also read).
 pub const PRIVATE_KEY_FILE: &str = "rsa_private_key.pem";
@@ -150,6 +150,25 @@ impl ProxyKeys {
             }
         }
         Err(CryptoError::UnwrapFailed)
+    }
+
+    /// Remembers `data_key` as what `wrapped` unwraps to when `recipient` is one of this proxy's
+    /// own keys, so that the first download of a fresh upload skips the RSA operation too.
+    pub fn remember_wrapped(&self, recipient: &RecipientKey, wrapped: &str, data_key: &DataKey) {
+        let own = std::iter::once(&self.private_key)
+            .chain(&self.retired)
+            .position(|key| key.public_key().fingerprint() == recipient.fingerprint());
+        if let Some(opened_by) = own {
+            let cached = CachedUnwrap {
+                data_key: data_key.clone(),
+                opened_by,
+                at: Instant::now(),
+            };
+            self.unwrapped
+                .lock()
+                .expect("lock")
+                .put(cache_id(wrapped), cached);
+        }
     }
 
     fn cached_unwrap(&self, id: &[u8; 32]) -> Option<Unwrapped<'_>> {
@@ -607,6 +626,26 @@ mod tests {
         // A wrong key is never remembered.
         assert!(keys.unwrap_key("bm90IGEga2V5").is_err());
         assert_eq!(keys.unwrapped.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_wraps_for_this_proxys_own_keys_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key_files(dir.path(), false).unwrap();
+        let keys = load_key_files(dir.path()).unwrap();
+        let data_key = DataKey::generate().unwrap();
+        let own = keys.private_key.public_key();
+        let wrapped = own.wrap_key(&data_key).unwrap();
+        keys.remember_wrapped(own, &wrapped, &data_key);
+        let hit = keys.cached_unwrap(&cache_id(&wrapped)).unwrap();
+        assert_eq!(
+            (hit.data_key, hit.role),
+            (data_key.clone(), KeyRole::Current)
+        );
+        let stranger = PrivateKey::generate().unwrap();
+        let theirs = stranger.public_key().wrap_key(&data_key).unwrap();
+        keys.remember_wrapped(stranger.public_key(), &theirs, &data_key);
+        assert!(keys.cached_unwrap(&cache_id(&theirs)).is_none());
     }
 
     #[test]

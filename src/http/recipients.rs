@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use crate::crypto::data_key::DataKey;
 use crate::crypto::rsa::RecipientKey;
+use crate::keys::ProxyKeys;
 use crate::transfer::TransferError;
 
 /// Form field naming the recipients: a JSON object of recipient id → RSA public key PEM.
@@ -26,17 +27,20 @@ pub struct KeysResponse {
 }
 
 impl KeysResponse {
-    /// `data_key` wrapped for each recipient, answered for the blob `name`.
+    /// `data_key` wrapped for each recipient, answered for the blob `name`; what is wrapped for
+    /// this proxy itself is remembered in `own_keys`, so that it unwraps without RSA.
     pub(super) fn wrap(
         name: &str,
         data_key: &DataKey,
         recipients: &Recipients,
+        own_keys: &ProxyKeys,
     ) -> Result<Self, ApiError> {
         let mut decryption_keys = BTreeMap::new();
         for (id, recipient) in recipients {
             let wrapped = recipient
                 .wrap_key(data_key)
                 .map_err(|e| ApiError::Transfer(TransferError::Crypto(e)))?;
+            own_keys.remember_wrapped(recipient, &wrapped, data_key);
             decryption_keys.insert(id.clone(), wrapped);
         }
         Ok(Self {

@@ -34,6 +34,7 @@ pub async fn share(
         target.blob.as_str(),
         &key,
         &recipients,
+        &state.keys.load(),
     )?))
 }
 

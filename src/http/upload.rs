@@ -29,7 +29,12 @@ pub async fn upload(
         DataKey::generate().map_err(|e| ApiError::Transfer(e.into()))?
     };
     let form = receive_form(request, &state, &container, &target.blob, &data_key).await?;
-    let answer = KeysResponse::wrap(target.blob.as_str(), &data_key, &form.recipients)?;
+    let answer = KeysResponse::wrap(
+        target.blob.as_str(),
+        &data_key,
+        &form.recipients,
+        &state.keys.load(),
+    )?;
     // Publishing runs to its end even if the client goes away meanwhile, so that it never stops
     // halfway through a storage operation.
     let UploadForm {
