@@ -1,5 +1,6 @@
 //! Starting the proxy: logging, state, listener and shutdown on signals.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -9,6 +10,7 @@ use crate::cli::{LogFormat, ServeArgs};
 use crate::config;
 use crate::http::{self, AppState};
 use crate::storage::Storage;
+use crate::tls::ReloadableCert;
 
 /// Runs `blobprox serve` until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> Result<(), String> {
@@ -33,7 +35,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             println!("{notice}");
         }
         println!("storage: {}", config.backend.describe());
-        println!("listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {scheme}://{local}");
         tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
         // A wrong or expired storage credential shows here once, and in /readyz, rather than as
         // a stack of errors on every request.
@@ -41,9 +45,15 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             tracing::warn!(%error, "storage is not ready");
         }
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        http::serve(listener, http::router(state), shutdown_signal(), grace, config.connection_limits)
-            .await
-            .map_err(|e| format!("server failed: {e}"))?;
+        let router = http::router(state);
+        let served = match config.tls {
+            Some(tls) => {
+                tokio::spawn(reload_certificate_on_hangup(tls.cert));
+                http::serve_tls(listener, tls.config, router, shutdown_signal(), grace, config.connection_limits).await
+            }
+            None => http::serve(listener, router, shutdown_signal(), grace, config.connection_limits).await,
+        };
+        served.map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");
         Ok(())
     })
@@ -63,6 +73,20 @@ fn init_logging(args: &ServeArgs) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Rereads the TLS certificate and key on every SIGHUP; a bad pair keeps the old one.
+async fn reload_certificate_on_hangup(cert: Arc<ReloadableCert>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    while hangup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate not reloaded; still serving the old one")
+            }
+        }
     }
 }
 

@@ -1,0 +1,213 @@
+//! TLS for the API port: the certificate and key files, the optional client-certificate CA, and a
+//! certificate holder that SIGHUP can refill without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+
+/// Application protocols offered by ALPN, preferred first.
+const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why TLS files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {setting} {path}: {source}")]
+    Read {
+        /// The setting that names the file.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM object of the expected kind.
+    #[error("{setting} {path}: {detail}")]
+    Content {
+        /// The setting that names the file.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The key does not belong to the certificate, or the provider cannot use it.
+    #[error("TLS_KEY_FILE {key} does not fit TLS_CERT_FILE {cert}: {reason}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        reason: rustls::Error,
+    },
+}
+
+/// Where the TLS files are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, SEC1 or PKCS#1.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; `None`: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS ready for the listener: the rustls configuration and the holder of its certificate.
+pub struct ServerTls {
+    /// Configuration for every new connection.
+    pub config: Arc<ServerConfig>,
+    /// The served certificate, which [`ReloadableCert::reload`] replaces.
+    pub cert: Arc<ReloadableCert>,
+}
+
+impl ServerTls {
+    /// Loads the files: TLS 1.2 and 1.3 with aws-lc-rs's default suites (all AEAD with ECDHE),
+    /// ALPN h2 and http/1.1, and client certificates required when a client CA is given.
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cert = Arc::new(ReloadableCert::load(
+            files.cert.clone(),
+            files.key.clone(),
+            provider.clone(),
+        )?);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("aws-lc-rs supports TLS 1.2 and 1.3");
+        let builder = match &files.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(client_roots(path)?),
+                    provider,
+                )
+                .build()
+                .map_err(|error| content_error("TLS_CLIENT_CA_FILE", path, error))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(cert.clone());
+        config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
+        Ok(Self {
+            config: Arc::new(config),
+            cert,
+        })
+    }
+}
+
+/// The certificate and key every handshake is answered with, replaceable while serving.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    /// Reads and checks the pair.
+    pub fn load(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let current = read_pair(&cert_path, &key_path, &provider)?;
+        Ok(Self {
+            cert_path,
+            key_path,
+            provider,
+            current: RwLock::new(Arc::new(current)),
+        })
+    }
+
+    /// Reads the files again and serves the new pair to new connections; on an error the old
+    /// pair stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let pair = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        Ok(())
+    }
+
+    fn served(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.served())
+    }
+}
+
+fn read_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certificates("TLS_CERT_FILE", cert_path)?;
+    let key_pem = read("TLS_KEY_FILE", key_path)?;
+    // PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY") and PKCS#1 ("RSA PRIVATE KEY") alike.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| {
+        content_error(
+            "TLS_KEY_FILE",
+            key_path,
+            format!("no PEM private key (PKCS#8, SEC1 or PKCS#1): {error}"),
+        )
+    })?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|reason| TlsError::Mismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+        reason,
+    })
+}
+
+fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in read_certificates("TLS_CLIENT_CA_FILE", path)? {
+        roots
+            .add(certificate)
+            .map_err(|error| content_error("TLS_CLIENT_CA_FILE", path, error))?;
+    }
+    Ok(roots)
+}
+
+/// Every PEM certificate in the file; at least one.
+fn read_certificates(
+    setting: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(setting, path)?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| content_error(setting, path, format!("bad PEM: {error}")))?;
+    if chain.is_empty() {
+        return Err(content_error(setting, path, "no PEM certificate"));
+    }
+    Ok(chain)
+}
+
+fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        setting,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn content_error(setting: &'static str, path: &Path, detail: impl ToString) -> TlsError {
+    TlsError::Content {
+        setting,
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
