@@ -36,5 +36,7 @@ export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;Acco
 echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults)"
 cargo test --quiet --test api --test ranges --test hostile --test storage_semantics
 
+# The TLS tests drive HTTP/2 with curl.
+command -v curl >/dev/null || { apt-get install -y curl || { apt-get update && apt-get install -y curl; }; }
 echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q

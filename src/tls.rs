@@ -211,3 +211,76 @@ fn content_error(setting: &'static str, path: &Path, detail: impl ToString) -> T
         detail: detail.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new self-signed certificate and its PKCS#8 key, as PEM.
+    fn new_pair() -> (String, String) {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (pair.cert.pem(), pair.signing_key.serialize_pem())
+    }
+
+    fn served_der(cert: &ReloadableCert) -> Vec<u8> {
+        cert.served().cert[0].to_vec()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn reload_serves_a_new_pair_and_keeps_the_old_one_when_the_new_one_is_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let write = |(cert, key): &(String, String)| {
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+        };
+        let first = new_pair();
+        write(&first);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cert = ReloadableCert::load(cert_path.clone(), key_path.clone(), provider).unwrap();
+        assert_eq!(served_der(&cert), der(&first.0));
+
+        let renewed = new_pair();
+        write(&renewed);
+        cert.reload().unwrap();
+        assert_eq!(served_der(&cert), der(&renewed.0));
+
+        std::fs::write(&cert_path, new_pair().0).unwrap();
+        let error = cert.reload().unwrap_err();
+        assert!(matches!(error, TlsError::Mismatch { .. }), "{error}");
+        std::fs::write(&key_path, "not a key").unwrap();
+        let error = cert.reload().unwrap_err();
+        assert!(error.to_string().contains("no PEM private key"), "{error}");
+        std::fs::remove_file(&cert_path).unwrap();
+        let error = cert.reload().unwrap_err();
+        assert!(
+            error.to_string().starts_with("cannot read TLS_CERT_FILE"),
+            "{error}"
+        );
+        assert_eq!(served_der(&cert), der(&renewed.0));
+    }
+
+    #[test]
+    fn a_client_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = new_pair();
+        let files = TlsFiles {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            client_ca: Some(dir.path().join("ca.pem")),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, &key).unwrap();
+        // A key is PEM, but no certificate.
+        std::fs::write(files.client_ca.as_ref().unwrap(), key).unwrap();
+        let error = ServerTls::load(&files).err().unwrap().to_string();
+        assert!(error.starts_with("TLS_CLIENT_CA_FILE"), "{error}");
+        assert!(error.contains("no PEM certificate"), "{error}");
+    }
+}
