@@ -147,13 +147,17 @@ def _upload(proxy, name: str, data: bytes) -> str:
     return upload(proxy.url, proxy.headers, CONTAINER, name, data, proxy.public_key_pem())
 
 
-def _curl(proxy, ca: TestCa, path: str, output: Path, *args: str) -> subprocess.CompletedProcess:
-    """`curl --http2` with the proxy's credentials, body to `output`; stdout is
+def _curl_command(proxy, ca: TestCa, path: str, output: Path, *args: str) -> list[str]:
+    """`curl --http2` with the proxy's credentials, body to `output`, printing
     "<HTTP version> <status>"."""
     headers = [arg for name, value in proxy.headers.items() for arg in ("-H", f"{name}: {value}")]
     command = ["curl", "-sS", "--http2", "--cacert", str(ca.pem), "-o", str(output)]
-    command += ["-w", "%{http_version} %{http_code}", *headers, *args, f"{proxy.url}{path}"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return command + ["-w", "%{http_version} %{http_code}", *headers, *args, f"{proxy.url}{path}"]
+
+
+def _curl(*args, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `_curl_command` (same arguments) to its end."""
+    return subprocess.run(_curl_command(*args, **kwargs), capture_output=True, text=True, timeout=120)
 
 
 def test_requests_verifies_the_proxy_against_the_test_ca(https_proxy, ca, blob_name):
@@ -260,6 +264,23 @@ def test_a_tampered_segment_over_http2_resets_the_stream(https_proxy, ca, blob_n
     assert result.stdout == "2 200", result
     assert 0 < body.stat().st_size < len(data)
     assert data.startswith(body.read_bytes())
+
+
+def test_sigterm_lets_an_http2_download_finish(launcher, tmp_path_factory, ca, blob_name, tmp_path):
+    cert, key = ca.issue("draining-server")
+    proxy = start_blobprox_made_proxy(launcher, tmp_path_factory, "draining", extra_env=_tls_env(cert, key), tls={})
+    data = os.urandom(4 * 1024 * 1024)
+    name = blob_name(".bin")
+    wrapped = _upload(proxy, name, data)
+    body = tmp_path / "body.bin"
+    command = _curl_command(proxy, ca, f"/download/{CONTAINER}/{name}", body, "-H", f"x-blob-key: {wrapped}")
+    slow = subprocess.Popen([*command[:1], "--limit-rate", "1M", *command[1:]], stdout=subprocess.PIPE, text=True)
+    _wait_for(lambda: body.exists() and body.stat().st_size, bool)
+    proxy.process.send_signal(signal.SIGTERM)
+    stdout, _ = slow.communicate(timeout=60)
+    assert slow.returncode == 0 and stdout == "2 200", (slow.returncode, stdout)
+    assert body.read_bytes() == data
+    assert proxy.process.wait(timeout=30) == 0
 
 
 def test_sighup_serves_a_renewed_certificate_and_keeps_it_over_a_bad_pair(launcher, tmp_path_factory, ca):
