@@ -33,8 +33,8 @@ done
 key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
 
-echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults)"
-cargo test --quiet --test api --test ranges --test hostile --test storage_semantics
+echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults, key lifecycle)"
+cargo test --quiet --test api --test ranges --test hostile --test storage_semantics --test lifecycle
 
 # The TLS tests drive HTTP/2 with curl.
 command -v curl >/dev/null || { apt-get install -y curl || { apt-get update && apt-get install -y curl; }; }

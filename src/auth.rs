@@ -1,29 +1,38 @@
 //! The API-key check of every request: the original's PBKDF2 + Fernet scheme, made cheap by
 //! caching successes and kept off the async workers.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
+use lru::LruCache;
 use thiserror::Error;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::credentials::derive_key;
 use crate::crypto::fernet;
 
-/// How long a verified credential set is trusted without deriving again.
-const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a verified credential set is trusted after its last use without deriving again.
+const CACHE_IDLE_TTL: Duration = Duration::from_secs(300);
+/// How long a verified credential set is trusted at most, however often it is used, so that a
+/// client in steady use still meets a revocation that no reload announced.
+const CACHE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Most credential sets remembered at once.
 const CACHE_CAPACITY: usize = 1024;
 /// Key derivations running at once; each takes a core for tens of milliseconds.
 const CONCURRENT_DERIVATIONS: usize = 2;
+/// Longest wait for a free key derivation before the request is told to retry.
+const DERIVATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// The window over which failures are counted.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses whose failures are remembered at once.
+/// Client address groups whose failures are remembered at once; past it the least recently
+/// failing group is forgotten.
 const TRACKED_ADDRESSES: usize = 10_000;
 
 /// Why credentials were refused.
@@ -45,8 +54,70 @@ pub enum AuthError {
     },
 }
 
-/// Longest wait for a free key derivation before the request is told to retry.
-const DERIVATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// Why an `API_KEY` value was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ApiKeyError {
+    /// The value holds no key at all.
+    #[error("API_KEY is empty")]
+    Empty,
+    /// One of the comma-separated values is not a Fernet token.
+    #[error("API_KEY entry {position} is not a Fernet token (it should start with gAAAAA)")]
+    NotAToken {
+        /// 1-based position of the entry.
+        position: usize,
+    },
+}
+
+/// The encrypted API keys a proxy accepts: `API_KEY` holds one or more Fernet tokens separated
+/// by commas (a token contains none), so that credentials can roll over without a flag day.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeys(Arc<[Arc<str>]>);
+
+impl FromStr for ApiKeys {
+    type Err = ApiKeyError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let entries: Vec<&str> = text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|entry| !entry.is_empty())
+            .collect();
+        if entries.is_empty() {
+            return Err(ApiKeyError::Empty);
+        }
+        let mut keys = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.into_iter().enumerate() {
+            if !entry.as_bytes().starts_with(fernet::TOKEN_TEXT_PREFIX) {
+                return Err(ApiKeyError::NotAToken {
+                    position: index + 1,
+                });
+            }
+            keys.push(Arc::from(entry));
+        }
+        Ok(Self(keys.into()))
+    }
+}
+
+impl ApiKeys {
+    /// How many keys are accepted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key is accepted (never true of a parsed value).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|accepted| **accepted == *key)
+    }
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.0.len())
+    }
+}
 
 /// The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one host usually holds a
 /// whole /64, so counting single IPv6 addresses would be no limit at all).
@@ -68,11 +139,26 @@ impl ClientGroup {
     }
 }
 
-/// Recent failures of one client address.
+/// Recent failures of one client address group.
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
     since: Instant,
+}
+
+/// A credential set that opened one of the accepted API keys.
+#[derive(Debug, Clone)]
+struct Verified {
+    api_key: Arc<str>,
+    first: Instant,
+    last: Instant,
+}
+
+/// The accepted keys and the successes under them, behind one lock so that a success verified
+/// under a key that has just been removed is never remembered.
+struct Accepted {
+    api_keys: ApiKeys,
+    verified: LruCache<[u8; 32], Verified>,
 }
 
 /// The three header values a client sends.
@@ -86,56 +172,77 @@ pub struct PresentedCredentials<'a> {
     pub comparison_key: &'a str,
 }
 
-/// Checks presented credentials against `API_KEY`.
+/// Checks presented credentials against the accepted API keys.
 pub struct Authenticator {
-    api_key: Arc<str>,
     fingerprint_key: hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
-    failures: Mutex<HashMap<ClientGroup, Failures>>,
+    accepted: Mutex<Accepted>,
+    failures: Mutex<LruCache<ClientGroup, Failures>>,
     failures_per_window: Option<u32>,
     derivations: Semaphore,
 }
 
 impl Authenticator {
-    /// An authenticator for the `API_KEY` token text.
+    /// An authenticator for these API keys.
     /// `failures_per_minute` wrong attempts from one address are allowed each minute; past them
     /// the address is refused without any work (0: no limit).
-    pub fn new(api_key: &str, failures_per_minute: u32) -> Self {
+    pub fn new(api_keys: ApiKeys, failures_per_minute: u32) -> Self {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).expect("system random generator");
         Self {
-            api_key: api_key.trim().into(),
             fingerprint_key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
-            verified: Mutex::default(),
-            failures: Mutex::default(),
+            accepted: Mutex::new(Accepted {
+                api_keys,
+                verified: LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("nonzero")),
+            }),
+            failures: Mutex::new(LruCache::new(
+                NonZeroUsize::new(TRACKED_ADDRESSES).expect("nonzero"),
+            )),
             failures_per_window: (failures_per_minute > 0).then_some(failures_per_minute),
             derivations: Semaphore::new(CONCURRENT_DERIVATIONS),
         }
     }
 
-    /// Accepts the credentials when `API_KEY` decrypts, under the key they derive, to the
-    /// comparison key. Credentials verified recently are accepted from the cache; otherwise an
-    /// address with too many recent failures is refused before any work is done.
+    /// Accepts from now on exactly `api_keys`; successes remembered under a key no longer
+    /// accepted are forgotten, so their clients must open a remaining key to get in again.
+    pub fn replace_api_keys(&self, api_keys: ApiKeys) {
+        let mut accepted = self.accepted.lock().expect("lock");
+        let revoked: Vec<[u8; 32]> = accepted
+            .verified
+            .iter()
+            .filter(|(_, entry)| !api_keys.contains(&entry.api_key))
+            .map(|(fingerprint, _)| *fingerprint)
+            .collect();
+        for fingerprint in revoked {
+            accepted.verified.pop(&fingerprint);
+        }
+        accepted.api_keys = api_keys;
+    }
+
+    /// Accepts the credentials when one of the API keys decrypts, under the key they derive, to
+    /// the comparison key. Credentials verified recently are accepted from the cache; requests
+    /// missing a value are refused without any work or record; otherwise an address with too
+    /// many recent failures is refused before any derivation.
     pub async fn verify(
         &self,
         presented: PresentedCredentials<'_>,
         client: IpAddr,
     ) -> Result<(), AuthError> {
+        let fingerprint = self.fingerprint(presented);
+        if self.is_cached(&fingerprint) {
+            return Ok(());
+        }
         let PresentedCredentials {
             decryption_key,
             salt,
             comparison_key,
         } = presented;
-        let fingerprint = self.fingerprint(presented);
-        if self.is_cached(&fingerprint) {
-            return Ok(());
-        }
-        let client = ClientGroup::of(client);
-        self.check_throttle(client)?;
         if decryption_key.is_empty() || salt.is_empty() || comparison_key.is_empty() {
-            self.reserve_attempt(client)?;
             return Err(AuthError::Failed);
         }
+        let client = ClientGroup::of(client);
+        // Before queueing for a derivation: a throttled flood must not take the queue from
+        // clients whose credentials are merely not cached yet.
+        self.check_throttle(client)?;
         let _permit = tokio::time::timeout(DERIVATION_QUEUE_WAIT, self.derivations.acquire())
             .await
             .map_err(|_| AuthError::Busy)?
@@ -143,38 +250,38 @@ impl Authenticator {
         // Counted as a failure until it succeeds, so that concurrent attempts from one address
         // cannot together exceed the limit.
         self.reserve_attempt(client)?;
-        let api_key = self.api_key.clone();
+        let api_keys = self.accepted.lock().expect("lock").api_keys.clone();
         let (decryption_key, salt, comparison_key) = (
             decryption_key.to_owned(),
             salt.to_owned(),
             comparison_key.to_owned(),
         );
-        let accepted = tokio::task::spawn_blocking(move || {
+        let opened = tokio::task::spawn_blocking(move || {
             let derived = derive_key(&decryption_key, &salt);
-            fernet::decrypt(&derived, api_key.as_bytes()).is_ok_and(|expected| {
-                verify_slices_are_equal(&expected, comparison_key.as_bytes()).is_ok()
+            api_keys.0.iter().find_map(|api_key| {
+                fernet::decrypt(&derived, api_key.as_bytes())
+                    .is_ok_and(|expected| {
+                        verify_slices_are_equal(&expected, comparison_key.as_bytes()).is_ok()
+                    })
+                    .then(|| api_key.clone())
             })
         })
         .await
-        .unwrap_or(false);
-        if !accepted {
+        .ok()
+        .flatten();
+        let Some(api_key) = opened else {
             return Err(AuthError::Failed);
-        }
+        };
         self.forgive_attempt(client);
-        self.remember(fingerprint);
+        self.remember(fingerprint, api_key);
         Ok(())
     }
 
     /// Refuses, without counting, an address whose budget is already spent.
     fn check_throttle(&self, client: ClientGroup) -> Result<(), AuthError> {
         let failures = self.failures.lock().expect("lock");
-        match failures.get(&client) {
-            Some(f) if self.spent(f) => {
-                let left = FAILURE_WINDOW.saturating_sub(f.since.elapsed());
-                Err(AuthError::Throttled {
-                    retry_after_secs: left.as_secs().max(1),
-                })
-            }
+        match failures.peek(&client) {
+            Some(f) if self.spent(f) => Err(throttled(f)),
             _ => Ok(()),
         }
     }
@@ -188,35 +295,16 @@ impl Authenticator {
     /// Counts an attempt against `client`, or refuses it when the window's budget is spent.
     fn reserve_attempt(&self, client: ClientGroup) -> Result<(), AuthError> {
         let mut failures = self.failures.lock().expect("lock");
-        if failures.len() >= TRACKED_ADDRESSES {
-            failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
-        }
-        if failures.len() >= TRACKED_ADDRESSES
-            && let Some(oldest) = failures
-                .iter()
-                .min_by_key(|(_, f)| f.since)
-                .map(|(k, _)| *k)
-        {
-            failures.remove(&oldest);
-        }
-        let entry = failures.entry(client).or_insert(Failures {
+        let fresh = || Failures {
             count: 0,
             since: Instant::now(),
-        });
+        };
+        let entry = failures.get_or_insert_mut(client, fresh);
         if entry.since.elapsed() >= FAILURE_WINDOW {
-            *entry = Failures {
-                count: 0,
-                since: Instant::now(),
-            };
+            *entry = fresh();
         }
-        if self
-            .failures_per_window
-            .is_some_and(|limit| entry.count >= limit)
-        {
-            let left = FAILURE_WINDOW.saturating_sub(entry.since.elapsed());
-            return Err(AuthError::Throttled {
-                retry_after_secs: left.as_secs().max(1),
-            });
+        if self.spent(entry) {
+            return Err(throttled(entry));
         }
         entry.count += 1;
         Ok(())
@@ -224,7 +312,7 @@ impl Authenticator {
 
     /// Takes back an attempt that succeeded.
     fn forgive_attempt(&self, client: ClientGroup) {
-        if let Some(entry) = self.failures.lock().expect("lock").get_mut(&client) {
+        if let Some(entry) = self.failures.lock().expect("lock").peek_mut(&client) {
             entry.count = entry.count.saturating_sub(1);
         }
     }
@@ -243,113 +331,355 @@ impl Authenticator {
         context.sign().as_ref().try_into().expect("SHA-256 tag")
     }
 
-    /// Whether these credentials were verified within [`CACHE_TTL`]; a hit extends the entry,
-    /// so clients in steady use never derive again.
+    /// Whether these credentials were verified within [`CACHE_IDLE_TTL`] of their last use and
+    /// [`CACHE_LIFETIME`] of their derivation; a hit extends the idle time only.
     fn is_cached(&self, fingerprint: &[u8; 32]) -> bool {
         // Looking up by fingerprint leaks nothing: without the per-process key nobody can
         // compute one, so timing differences say nothing about the secrets behind it.
-        let mut verified = self.verified.lock().expect("lock");
-        match verified.get_mut(fingerprint) {
-            Some(at) if at.elapsed() < CACHE_TTL => {
-                *at = Instant::now();
-                true
-            }
-            _ => false,
+        let mut accepted = self.accepted.lock().expect("lock");
+        let Some(entry) = accepted.verified.get_mut(fingerprint) else {
+            return false;
+        };
+        if entry.last.elapsed() < CACHE_IDLE_TTL && entry.first.elapsed() < CACHE_LIFETIME {
+            entry.last = Instant::now();
+            return true;
         }
+        accepted.verified.pop(fingerprint);
+        false
     }
 
-    fn remember(&self, fingerprint: [u8; 32]) {
-        let mut verified = self.verified.lock().expect("lock");
-        if verified.len() >= CACHE_CAPACITY {
-            verified.retain(|_, at| at.elapsed() < CACHE_TTL);
+    /// Remembers a success, unless its key stopped being accepted while it was verified.
+    fn remember(&self, fingerprint: [u8; 32], api_key: Arc<str>) {
+        let mut accepted = self.accepted.lock().expect("lock");
+        if accepted.api_keys.contains(&api_key) {
+            let now = Instant::now();
+            accepted.verified.put(
+                fingerprint,
+                Verified {
+                    api_key,
+                    first: now,
+                    last: now,
+                },
+            );
         }
-        if verified.len() >= CACHE_CAPACITY {
-            verified.clear();
-        }
-        verified.insert(fingerprint, Instant::now());
+    }
+}
+
+/// The refusal for an address whose budget is spent, with the time left in its window.
+fn throttled(failures: &Failures) -> AuthError {
+    let left = FAILURE_WINDOW.saturating_sub(failures.since.elapsed());
+    AuthError::Throttled {
+        retry_after_secs: left.as_secs().max(1),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials;
+    use crate::credentials::{self, ClientCredentials};
 
     const FAILURES: u32 = 20;
+
+    fn keys(api_keys: &[&str]) -> ApiKeys {
+        api_keys.join(",").parse().unwrap()
+    }
+
+    fn presented(client: &ClientCredentials) -> PresentedCredentials<'_> {
+        PresentedCredentials {
+            decryption_key: &client.decryption_key,
+            salt: &client.salt,
+            comparison_key: &client.key,
+        }
+    }
+
+    fn wrong(attempt: &str) -> PresentedCredentials<'_> {
+        PresentedCredentials {
+            decryption_key: attempt,
+            salt: "00",
+            comparison_key: "x",
+        }
+    }
+
+    /// Takes every derivation slot: from then on only cached credentials can succeed, and
+    /// uncached ones wait [`DERIVATION_QUEUE_WAIT`] for `Busy`.
+    fn hold_derivations(auth: &Authenticator) -> tokio::sync::SemaphorePermit<'_> {
+        auth.derivations
+            .try_acquire_many(CONCURRENT_DERIVATIONS as u32)
+            .unwrap()
+    }
+
+    async fn fail_times(auth: &Authenticator, client: IpAddr, times: u32) {
+        for i in 0..times {
+            let attempt = format!("wrong-{i}");
+            assert_eq!(
+                auth.verify(wrong(&attempt), client).await,
+                Err(AuthError::Failed),
+                "attempt {}",
+                i + 1
+            );
+        }
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 
     #[tokio::test]
     async fn accepts_generated_credentials_and_nothing_else() {
         let (secrets, api_key) = credentials::generate().unwrap();
-        let auth = Authenticator::new(&api_key, FAILURES);
-        let client = IpAddr::from([10, 0, 0, 1]);
-        let good = PresentedCredentials {
-            decryption_key: &secrets.decryption_key,
-            salt: &secrets.salt,
-            comparison_key: &secrets.key,
-        };
-        assert_eq!(auth.verify(good, client).await, Ok(()));
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        let good = presented(&secrets);
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
         // Served from the cache the second time.
-        assert_eq!(auth.verify(good, client).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
         let wrong_key = PresentedCredentials {
             comparison_key: "x",
             ..good
         };
-        assert_eq!(auth.verify(wrong_key, client).await, Err(AuthError::Failed));
+        assert_eq!(auth.verify(wrong_key, CLIENT).await, Err(AuthError::Failed));
         let wrong_salt = PresentedCredentials { salt: "00", ..good };
         assert_eq!(
-            auth.verify(wrong_salt, client).await,
+            auth.verify(wrong_salt, CLIENT).await,
             Err(AuthError::Failed)
         );
-        let empty = PresentedCredentials {
-            decryption_key: "",
-            ..good
-        };
-        assert_eq!(auth.verify(empty, client).await, Err(AuthError::Failed));
+        for empty in [
+            PresentedCredentials {
+                decryption_key: "",
+                ..good
+            },
+            PresentedCredentials { salt: "", ..good },
+            PresentedCredentials {
+                comparison_key: "",
+                ..good
+            },
+        ] {
+            assert_eq!(auth.verify(empty, CLIENT).await, Err(AuthError::Failed));
+        }
     }
 
     #[tokio::test]
-    async fn repeated_failures_throttle_only_that_address_and_not_cached_clients() {
-        let (client, api_key) = credentials::generate().unwrap();
-        let auth = Authenticator::new(&api_key, FAILURES);
-        let good = PresentedCredentials {
-            decryption_key: &client.decryption_key,
-            salt: &client.salt,
-            comparison_key: &client.key,
-        };
-        let attacker = IpAddr::from([10, 0, 0, 2]);
-        auth.verify(good, attacker).await.unwrap();
-        let wrong = PresentedCredentials {
-            comparison_key: "",
-            ..good
-        };
-        for _ in 0..FAILURES {
-            assert_eq!(auth.verify(wrong, attacker).await, Err(AuthError::Failed));
-        }
-        assert!(matches!(
-            auth.verify(wrong, attacker).await,
-            Err(AuthError::Throttled { retry_after_secs }) if retry_after_secs > 0
-        ));
-        // Credentials already verified still pass, and other addresses are not affected.
-        assert_eq!(auth.verify(good, attacker).await, Ok(()));
+    async fn any_of_several_api_keys_opens() {
+        let (first, first_key) = credentials::generate().unwrap();
+        let (second, second_key) = credentials::generate().unwrap();
+        let (stranger, _) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&first_key, &second_key]), FAILURES);
+        assert_eq!(auth.verify(presented(&first), CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(presented(&second), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&stranger), CLIENT).await,
+            Err(AuthError::Failed)
+        );
+    }
+
+    #[test]
+    fn api_key_lists_split_on_commas_and_refuse_what_is_not_a_token() {
+        let parsed: ApiKeys = " gAAAAAone, gAAAAAtwo,\ngAAAAAthree\n".parse().unwrap();
+        assert_eq!(parsed.len(), 3);
+        assert!(parsed.contains("gAAAAAtwo") && !parsed.contains("gAAAAA"));
+        assert_eq!(" , ".parse::<ApiKeys>(), Err(ApiKeyError::Empty));
+        assert_eq!(
+            "gAAAAAone,secret".parse::<ApiKeys>(),
+            Err(ApiKeyError::NotAToken { position: 2 })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_twenty_first_failure_is_throttled_until_the_window_ends() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        fail_times(&auth, CLIENT, FAILURES).await;
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert_eq!(
+            auth.verify(wrong("one more"), CLIENT).await,
+            Err(AuthError::Throttled {
+                retry_after_secs: 15
+            })
+        );
+        tokio::time::advance(Duration::from_millis(14_600)).await;
+        assert_eq!(
+            auth.verify(wrong("one more"), CLIENT).await,
+            Err(AuthError::Throttled {
+                retry_after_secs: 1
+            })
+        );
+        // Another address is not affected.
         let other = IpAddr::from([10, 0, 0, 3]);
-        assert_eq!(auth.verify(wrong, other).await, Err(AuthError::Failed));
+        assert_eq!(
+            auth.verify(wrong("other"), other).await,
+            Err(AuthError::Failed)
+        );
+        tokio::time::advance(Duration::from_millis(400)).await;
+        // A new window: the budget is whole again.
+        fail_times(&auth, CLIENT, FAILURES).await;
+        assert!(matches!(
+            auth.verify(wrong("again"), CLIENT).await,
+            Err(AuthError::Throttled { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn requests_missing_a_value_spend_no_budget() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        let missing_one = PresentedCredentials {
+            salt: "",
+            ..wrong("guess")
+        };
+        for _ in 0..3 * FAILURES {
+            assert_eq!(
+                auth.verify(missing_one, CLIENT).await,
+                Err(AuthError::Failed)
+            );
+        }
+        assert!(auth.failures.lock().unwrap().is_empty());
+        fail_times(&auth, CLIENT, FAILURES).await;
+    }
+
+    #[tokio::test]
+    async fn a_success_does_not_count_against_the_budget() {
+        let (secrets, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        fail_times(&auth, CLIENT, FAILURES - 1).await;
+        assert_eq!(auth.verify(presented(&secrets), CLIENT).await, Ok(()));
+        fail_times(&auth, CLIENT, 1).await;
+        assert!(matches!(
+            auth.verify(wrong("last"), CLIENT).await,
+            Err(AuthError::Throttled { .. })
+        ));
+        // Credentials already verified still pass from a throttled address.
+        assert_eq!(auth.verify(presented(&secrets), CLIENT).await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_address_is_refused_without_queueing_for_a_derivation() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        fail_times(&auth, CLIENT, FAILURES).await;
+        let _all = hold_derivations(&auth);
+        let started = Instant::now();
+        assert!(matches!(
+            auth.verify(wrong("queued"), CLIENT).await,
+            Err(AuthError::Throttled { .. })
+        ));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let other = IpAddr::from([10, 0, 0, 9]);
+        assert_eq!(
+            auth.verify(wrong("queued"), other).await,
+            Err(AuthError::Busy)
+        );
+        assert_eq!(started.elapsed(), DERIVATION_QUEUE_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_success_expires_when_idle_and_after_its_lifetime() {
+        let (secrets, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        let good = presented(&secrets);
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        let all = hold_derivations(&auth);
+        // Used within its idle time, the entry slides...
+        let step = CACHE_IDLE_TTL - Duration::from_secs(1);
+        let mut used = Duration::ZERO;
+        while used + step < CACHE_LIFETIME {
+            tokio::time::advance(step).await;
+            used += step;
+            assert_eq!(auth.verify(good, CLIENT).await, Ok(()), "after {used:?}");
+        }
+        // ...but never past its lifetime.
+        tokio::time::advance(CACHE_LIFETIME - used).await;
+        assert_eq!(auth.verify(good, CLIENT).await, Err(AuthError::Busy));
+        drop(all);
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+
+        let all = hold_derivations(&auth);
+        tokio::time::advance(CACHE_IDLE_TTL - Duration::from_millis(1)).await;
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        tokio::time::advance(CACHE_IDLE_TTL).await;
+        assert_eq!(auth.verify(good, CLIENT).await, Err(AuthError::Busy));
+        drop(all);
+    }
+
+    #[tokio::test]
+    async fn removing_an_api_key_revokes_its_cached_successes() {
+        let (old, old_key) = credentials::generate().unwrap();
+        let (new, new_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&old_key]), FAILURES);
+        assert_eq!(auth.verify(presented(&old), CLIENT).await, Ok(()));
+        auth.replace_api_keys(keys(&[&old_key, &new_key]));
+        let _still_cached = hold_derivations(&auth);
+        assert_eq!(auth.verify(presented(&old), CLIENT).await, Ok(()));
+        drop(_still_cached);
+        assert_eq!(auth.verify(presented(&new), CLIENT).await, Ok(()));
+        auth.replace_api_keys(keys(&[&new_key]));
+        assert_eq!(
+            auth.verify(presented(&old), CLIENT).await,
+            Err(AuthError::Failed)
+        );
+        assert_eq!(auth.verify(presented(&new), CLIENT).await, Ok(()));
+    }
+
+    #[test]
+    fn a_success_verified_under_a_key_removed_meanwhile_is_not_remembered() {
+        let auth = Authenticator::new(keys(&["gAAAAAold"]), FAILURES);
+        auth.replace_api_keys(keys(&["gAAAAAnew"]));
+        auth.remember([1; 32], Arc::from("gAAAAAold"));
+        assert!(!auth.is_cached(&[1; 32]));
+        auth.remember([2; 32], Arc::from("gAAAAAnew"));
+        assert!(auth.is_cached(&[2; 32]));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_forgets_the_least_recently_used() {
+        let auth = Authenticator::new(keys(&["gAAAAAkey"]), FAILURES);
+        let key: Arc<str> = Arc::from("gAAAAAkey");
+        let fingerprint = |i: usize| {
+            let mut f = [0u8; 32];
+            f[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            f
+        };
+        for i in 0..CACHE_CAPACITY {
+            auth.remember(fingerprint(i), key.clone());
+        }
+        // Entry 0 is used again, so entry 1 is now the least recent.
+        assert!(auth.is_cached(&fingerprint(0)));
+        auth.remember(fingerprint(CACHE_CAPACITY), key.clone());
+        assert!(!auth.is_cached(&fingerprint(1)));
+        for i in [0, 2, CACHE_CAPACITY - 1, CACHE_CAPACITY] {
+            assert!(auth.is_cached(&fingerprint(i)), "entry {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_failure_table_forgets_the_least_recent_address() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
+        let spend = |group: ClientGroup| {
+            for _ in 0..FAILURES {
+                auth.reserve_attempt(group).unwrap();
+            }
+        };
+        let address = |i: u32| ClientGroup(IpAddr::from(i.to_be_bytes()));
+        spend(address(0));
+        for i in 1..TRACKED_ADDRESSES as u32 {
+            auth.reserve_attempt(address(i)).unwrap();
+        }
+        // Address 0 failed again recently; address 1 is now the least recent.
+        assert!(auth.reserve_attempt(address(0)).is_err());
+        auth.reserve_attempt(address(TRACKED_ADDRESSES as u32))
+            .unwrap();
+        assert!(auth.check_throttle(address(0)).is_err());
+        assert_eq!(auth.failures.lock().unwrap().len(), TRACKED_ADDRESSES);
+        assert!(auth.failures.lock().unwrap().peek(&address(1)).is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_wrong_attempts_never_exceed_the_budget() {
         let (_, api_key) = credentials::generate().unwrap();
-        let auth = std::sync::Arc::new(Authenticator::new(&api_key, FAILURES));
+        let auth = Arc::new(Authenticator::new(keys(&[&api_key]), FAILURES));
         let attacker = IpAddr::from([10, 0, 0, 4]);
         let attempts = (0..3 * FAILURES).map(|i| {
             let auth = auth.clone();
             tokio::spawn(async move {
-                let wrong = format!("wrong-{i}");
-                let presented = PresentedCredentials {
-                    decryption_key: &wrong,
-                    salt: "00",
-                    comparison_key: "x",
-                };
-                auth.verify(presented, attacker).await
+                let attempt = format!("wrong-{i}");
+                auth.verify(wrong(&attempt), attacker).await
             })
         });
         let outcomes: Vec<_> = futures::future::join_all(attempts).await;
@@ -358,6 +688,13 @@ mod tests {
             .filter(|o| matches!(o, Ok(Err(AuthError::Failed))))
             .count();
         assert_eq!(failed, FAILURES as usize);
+    }
+
+    #[tokio::test]
+    async fn no_limit_when_turned_off() {
+        let (_, api_key) = credentials::generate().unwrap();
+        let auth = Authenticator::new(keys(&[&api_key]), 0);
+        fail_times(&auth, CLIENT, 2 * FAILURES).await;
     }
 
     #[test]

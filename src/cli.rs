@@ -29,6 +29,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Write a new set of API credentials and print the values clients and the proxy need.
     Credentials(CredentialsArgs),
+    /// List the key pairs of a key directory (current and retired) with fingerprints and ages.
+    Keys(KeysArgs),
 }
 
 /// Log output style.
@@ -45,8 +47,15 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// The encrypted API key (a Fernet token) that request credentials are checked against.
     /// Unset in a development start: made under --dev-dir on first start.
+    /// Several keys separated by commas are all accepted (for a credential roll-over).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// A file holding the API_KEY value (as a mounted secret does); read again on SIGHUP.
+    #[arg(long, env = "API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Whether --api-key came from the command line, where every local user can read it.
+    #[arg(skip)]
+    pub api_key_on_command_line: bool,
     /// Storage: https://ACCOUNT.blob.core.windows.net, file:///absolute/dir or memory://.
     /// Unset: the local directory --data-dir.
     #[arg(long, env = "STORAGE_URL")]
@@ -142,8 +151,20 @@ pub struct KeygenArgs {
     #[arg(short = 'p', long = "path", env = "KEY_VAULT_PATH")]
     pub path: PathBuf,
     /// Replace existing key files (anything encrypted for the old key pair becomes unreadable).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rotate")]
     pub force: bool,
+    /// Keep the current keys as retired (under DIR/retired/<UTC time>/, still unwrapping what
+    /// was wrapped for them) and write new ones.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// Options of `blobprox keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The key directory.
+    #[arg(short = 'p', long = "path", env = "KEY_VAULT_PATH")]
+    pub path: PathBuf,
 }
 
 /// Options of `blobprox credentials`.
@@ -154,12 +175,27 @@ pub struct CredentialsArgs {
     pub path: PathBuf,
 }
 
+/// Parses the process's command line (with the environment), noting where secrets came from.
+pub fn parse() -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut Cli::command()))?;
+    if let (Command::Serve(args), Some(("serve", serve))) = (&mut cli.command, matches.subcommand())
+    {
+        args.api_key_on_command_line =
+            serve.value_source("api_key") == Some(ValueSource::CommandLine);
+    }
+    Ok(cli)
+}
+
 /// Runs a parsed command line; the exit code reports success.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => crate::server::serve(*args),
         Command::Keygen(args) => keygen(&args),
         Command::Credentials(args) => make_credentials(&args),
+        Command::Keys(args) => list_keys(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,12 +235,46 @@ pub fn usage_error(error: clap::Error) -> ExitCode {
 }
 
 fn keygen(args: &KeygenArgs) -> Result<(), String> {
+    if args.rotate {
+        match keys::rotate_key_files(&args.path).map_err(|e| e.to_string())? {
+            Some(retired) => println!(
+                "retired the previous keys to {} and wrote new keys to {}; send SIGHUP to \
+                 running proxies (or restart them) to use them",
+                retired.display(),
+                args.path.display()
+            ),
+            None => println!(
+                "no keys to retire; wrote new keys to {}",
+                args.path.display()
+            ),
+        }
+        return Ok(());
+    }
     match keys::generate_key_files(&args.path, args.force).map_err(|e| e.to_string())? {
         KeygenOutcome::Created => println!("wrote new keys to {}", args.path.display()),
         KeygenOutcome::KeptExisting => println!(
             "keys already present in {}; left unchanged (use --force to replace them)",
             args.path.display()
         ),
+    }
+    Ok(())
+}
+
+fn list_keys(args: &KeysArgs) -> Result<(), String> {
+    let listing = keys::list_keys(&args.path).map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now();
+    println!("ROLE     FINGERPRINT       SINCE                 AGE  FILE");
+    for key in listing {
+        let since = chrono::DateTime::<chrono::Utc>::from(key.since);
+        let days = now.duration_since(key.since).unwrap_or_default().as_secs() / 86_400;
+        println!(
+            "{:<8} {}  {}  {:>3}d  {}",
+            key.role.as_str(),
+            key.fingerprint,
+            since.format("%Y-%m-%dT%H:%M:%SZ"),
+            days,
+            key.path.display()
+        );
     }
     Ok(())
 }

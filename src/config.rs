@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
 use crate::credentials::{self, ClientCredentials};
-use crate::crypto::fernet::TOKEN_TEXT_PREFIX;
 use crate::http::{ConnectionLimits, Limits, UploadPolicy};
 use crate::keys::{self, KeygenOutcome, ProxyKeys};
 use crate::storage::Backend;
@@ -21,8 +21,10 @@ pub struct ServeConfig {
     pub keys: ProxyKeys,
     /// Where they were read from.
     pub key_dir: PathBuf,
-    /// The `API_KEY` token.
-    pub api_key: String,
+    /// The accepted `API_KEY` tokens.
+    pub api_keys: ApiKeys,
+    /// The file they were read from (`API_KEY_FILE`), read again on reload.
+    pub api_key_file: Option<PathBuf>,
     /// Which storage to use.
     pub backend: Backend,
     /// Request limits.
@@ -35,6 +37,8 @@ pub struct ServeConfig {
     pub tls: Option<ServerTls>,
     /// Lines to show the operator at start (where things are, what to send).
     pub notices: Vec<String>,
+    /// Risks in this configuration, logged as warnings at start.
+    pub warnings: Vec<String>,
 }
 
 /// Resolves the options. A development start (no PROD, no KEY_VAULT_PATH) makes missing keys and
@@ -67,19 +71,38 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     let keys = keys::load_key_files(&key_dir).map_err(|e| e.to_string())?;
 
-    let api_key = match (&args.api_key, development) {
-        (Some(api_key), _) => api_key.trim().to_owned(),
-        (None, true) => development_api_key(&args.dev_dir.join("credentials"), &mut notices)?,
-        (None, false) => {
+    let api_keys = match (&args.api_key, &args.api_key_file, development) {
+        (Some(_), Some(_), _) => {
+            return Err("set API_KEY or API_KEY_FILE, not both".into());
+        }
+        (Some(value), None, _) => value.parse::<ApiKeys>().map_err(|e| e.to_string())?,
+        (None, Some(file), _) => read_api_key_file(file)?,
+        (None, None, true) => development_api_key(&args.dev_dir.join("credentials"), &mut notices)?
+            .parse()
+            .map_err(|e: crate::auth::ApiKeyError| e.to_string())?,
+        (None, None, false) => {
             return Err(
-                "API_KEY is not set: run `blobprox credentials -p DIR` and set API_KEY to \
-                        the content of DIR/<ts>_blobprox_encrypted.key"
+                "API_KEY is not set: run `blobprox credentials -p DIR` and set API_KEY (or \
+                 API_KEY_FILE) to the content of DIR/<ts>_blobprox_encrypted.key"
                     .into(),
             );
         }
     };
-    if !api_key.as_bytes().starts_with(TOKEN_TEXT_PREFIX) {
-        return Err("API_KEY is not a Fernet token (it should start with gAAAAA)".into());
+    let mut warnings = keys::permission_warnings(&key_dir);
+    if args.api_key_on_command_line {
+        warnings.push(
+            "--api-key on the command line can be read by every local user (ps, /proc); set \
+             API_KEY_FILE instead"
+                .into(),
+        );
+    }
+    if args.static_data_key {
+        warnings.push(
+            "STATIC_DATA_KEY is on: every upload is encrypted with symmetric_key.key, and any \
+             authenticated client that names its own public key as a recipient receives that \
+             key, which opens every such blob and can forge new ones"
+                .into(),
+        );
     }
 
     let backend = Backend::from_settings(
@@ -92,7 +115,8 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
     Ok(ServeConfig {
         keys,
         key_dir,
-        api_key,
+        api_keys,
+        api_key_file: args.api_key_file.clone(),
         backend,
         limits: Limits {
             max_public_keys_bytes: args.max_public_keys_bytes,
@@ -113,27 +137,33 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
         },
         tls,
         notices,
+        warnings,
     })
+}
+
+/// Reads `API_KEY_FILE`: one or more encrypted keys, separated by commas or new lines.
+pub fn read_api_key_file(path: &Path) -> Result<ApiKeys, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read API_KEY_FILE {}: {e}", path.display()))?;
+    text.parse()
+        .map_err(|e| format!("API_KEY_FILE {}: {e}", path.display()))
 }
 
 /// The TLS files: certificate and key both or neither, a client CA only with them.
 fn tls_files(args: &ServeArgs) -> Result<Option<TlsFiles>, String> {
+    const BOTH: &str = "set both for HTTPS, or neither for plain HTTP";
     match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Ok(Some(TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: args.tls_client_ca_file.clone(),
         })),
-        (Some(_), None) => Err(
-            "TLS_CERT_FILE is set but TLS_KEY_FILE is not: set both for \
-                                HTTPS, or neither for plain HTTP"
-                .into(),
-        ),
-        (None, Some(_)) => Err(
-            "TLS_KEY_FILE is set but TLS_CERT_FILE is not: set both for \
-                                HTTPS, or neither for plain HTTP"
-                .into(),
-        ),
+        (Some(_), None) => Err(format!(
+            "TLS_CERT_FILE is set but TLS_KEY_FILE is not: {BOTH}"
+        )),
+        (None, Some(_)) => Err(format!(
+            "TLS_KEY_FILE is set but TLS_CERT_FILE is not: {BOTH}"
+        )),
         (None, None) if args.tls_client_ca_file.is_some() => {
             Err("TLS_CLIENT_CA_FILE needs HTTPS: set TLS_CERT_FILE and TLS_KEY_FILE too".into())
         }

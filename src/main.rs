@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 // The system allocator returns large freed buffers to the kernel and faults them in again on the
 // next transfer; keeping them measurably speeds up multi-gigabyte uploads (see bench/).
 #[global_allocator]
@@ -12,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // The real environment wins over `.env`, and flags win over both.
     let _ = dotenvy::dotenv();
-    match blobprox::cli::Cli::try_parse() {
+    match blobprox::cli::parse() {
         Ok(cli) => blobprox::cli::run(cli),
         Err(error) => blobprox::cli::usage_error(error),
     }

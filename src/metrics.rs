@@ -53,6 +53,7 @@ pub struct RequestRecord<'a> {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    unwraps: Mutex<BTreeMap<(String, &'static str), u64>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     aborted: AtomicU64,
@@ -88,6 +89,16 @@ impl Metrics {
             .entry(record.route.to_owned())
             .or_default()
             .observe(record.duration.as_secs_f64());
+    }
+
+    /// A wrapped key was opened by the private key with this fingerprint and role.
+    pub fn key_unwrapped(&self, fingerprint: &str, role: &'static str) {
+        *self
+            .unwraps
+            .lock()
+            .expect("lock")
+            .entry((fingerprint.to_owned(), role))
+            .or_default() += 1;
     }
 
     /// Credentials were refused.
@@ -136,6 +147,18 @@ impl Metrics {
             );
             let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", histogram.sum);
             let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+        }
+        header(
+            &mut out,
+            "blobprox_key_unwraps_total",
+            "counter",
+            "Wrapped keys opened, by private key fingerprint and role (current or retired).",
+        );
+        for ((fingerprint, role), count) in self.unwraps.lock().expect("lock").iter() {
+            let _ = writeln!(
+                out,
+                "blobprox_key_unwraps_total{{key=\"{fingerprint}\",role=\"{role}\"}} {count}"
+            );
         }
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as i64;
         let scalars = [
@@ -205,7 +228,14 @@ mod tests {
             aborted: false,
         });
         metrics.auth_failed();
+        metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
+        metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
         let text = metrics.render();
+        assert!(
+            text.contains(
+                "blobprox_key_unwraps_total{key=\"00aa11bb22cc33dd\",role=\"retired\"} 2"
+            )
+        );
         assert!(text.contains("blobprox_requests_total{route=\"/key/public\",status=\"200\"} 1"));
         assert!(text.contains(
             "blobprox_request_duration_seconds_bucket{route=\"/key/public\",le=\"0.01\"} 0"

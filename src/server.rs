@@ -1,5 +1,6 @@
 //! Starting the proxy: logging, state, listener and shutdown on signals.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{LogFormat, ServeArgs};
 use crate::config;
 use crate::http::{self, AppState};
+use crate::keys;
 use crate::storage::Storage;
 use crate::tls::ReloadableCert;
 
@@ -16,6 +18,9 @@ use crate::tls::ReloadableCert;
 pub fn serve(args: ServeArgs) -> Result<(), String> {
     let config = config::resolve(&args)?;
     init_logging(&args);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
@@ -23,7 +28,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         let state = AppState::new(
             config.keys,
             storage,
-            &config.api_key,
+            config.api_keys,
             config.limits,
             config.upload_policy,
         );
@@ -44,6 +49,11 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         if let Err(error) = state.storage.check_reachable().await {
             tracing::warn!(%error, "storage is not ready");
         }
+        tokio::spawn(reload_on_hangup(
+            state.clone(),
+            config.key_dir.clone(),
+            config.api_key_file.clone(),
+        ));
         let grace = Duration::from_secs(args.shutdown_grace_secs);
         let router = http::router(state);
         let served = match config.tls {
@@ -57,6 +67,43 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("blobprox stopped");
         Ok(())
     })
+}
+
+/// On every SIGHUP, reads the key directory and `API_KEY_FILE` again. Requests in flight keep
+/// the keys they started with; a reload that fails keeps what the proxy had.
+async fn reload_on_hangup(state: AppState, key_dir: PathBuf, api_key_file: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; keys are reloaded only by a restart");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match keys::load_key_files(&key_dir) {
+            Ok(keys) => {
+                let (current, retired) = (
+                    keys.private_key.public_key().fingerprint().to_owned(),
+                    keys.retired.len(),
+                );
+                state.keys.store(Arc::new(keys));
+                tracing::info!(%current, retired, "reloaded the key directory");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "key reload failed; keeping the keys in use");
+            }
+        }
+        if let Some(file) = &api_key_file {
+            match config::read_api_key_file(file) {
+                Ok(api_keys) => {
+                    let accepted = api_keys.len();
+                    state.auth.replace_api_keys(api_keys);
+                    tracing::info!(accepted, "reloaded API_KEY_FILE");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "API key reload failed; keeping the keys in use");
+                }
+            }
+        }
+    }
 }
 
 fn init_logging(args: &ServeArgs) {
@@ -79,12 +126,17 @@ fn init_logging(args: &ServeArgs) {
 /// Rereads the TLS certificate and key on every SIGHUP; a bad pair keeps the old one.
 async fn reload_certificate_on_hangup(cert: Arc<ReloadableCert>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; the TLS certificate is reloaded only by a restart"
+        );
+        return;
+    };
     while hangup.recv().await.is_some() {
         match cert.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Ok(()) => tracing::info!("reloaded the TLS certificate"),
             Err(error) => {
-                tracing::error!(%error, "TLS certificate not reloaded; still serving the old one")
+                tracing::warn!(%error, "TLS certificate not reloaded; keeping the certificate in use")
             }
         }
     }

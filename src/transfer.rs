@@ -209,6 +209,7 @@ impl OpenedBlob {
         let layout = if head.starts_with(&stream::MAGIC) {
             open_stream(&container, &blob, &info, &key, &head).await?
         } else if head.starts_with(fernet::TOKEN_TEXT_PREFIX) {
+            check_fernet_key(&container, &blob, &info, &key).await?;
             Layout::Fernet(verify_fernet(&container, &blob, &info, &key).await?)
         } else {
             return Err(TransferError::Corrupt(
@@ -375,6 +376,24 @@ async fn open_stream(
             )
         })?;
     Ok(Layout::Stream { key, layout })
+}
+
+/// Refuses most wrong keys from the token's last blocks before the MAC pass reads it all.
+async fn check_fernet_key(
+    container: &Container,
+    blob: &BlobName,
+    info: &BlobInfo,
+    key: &DataKey,
+) -> Result<(), TransferError> {
+    // Shorter text is no valid token; the MAC pass says so.
+    let Some(start) = info.size.checked_sub(fernet::KEY_CHECK_TEXT_LEN) else {
+        return Ok(());
+    };
+    let tail = read_all(container, blob, info, Some(start..info.size)).await?;
+    fernet::check_key_by_padding(key, &tail).map_err(|error| match error {
+        CryptoError::AuthenticationFailed => TransferError::WrongKey,
+        other => other.into(),
+    })
 }
 
 async fn verify_fernet(

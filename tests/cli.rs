@@ -88,6 +88,27 @@ fn serve(mut command: Command, args: &[&str]) -> Served {
     served
 }
 
+/// Starts `blobprox serve ARGS...` with all its output (banner and logs) written to `log`, and
+/// waits until it listens.
+fn serve_logging_to(mut command: Command, args: &[&str], log: &Path) -> Served {
+    let file = std::fs::File::create(log).unwrap();
+    let child = command
+        .arg("serve")
+        .args(args)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let served = Served {
+        child,
+        banner: Vec::new(),
+    };
+    eventually("serve listens", || {
+        std::fs::read_to_string(log).is_ok_and(|text| text.contains("listening on"))
+    });
+    served
+}
+
 fn banner_value(banner: &[String], key: &str) -> String {
     banner
         .iter()
@@ -504,4 +525,259 @@ fn logs_never_contain_secrets() {
     for secret in secrets {
         assert!(!logs.contains(secret), "the logs contain {secret:?}");
     }
+}
+
+/// Sends `signal` (such as `-HUP`) to a served process.
+fn signal(served: &Served, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to 10 s for `condition`, which a reload makes true.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Production {
+    /// A start that reads its API keys from `api_key.txt` (API_KEY_FILE) and logs to `server.log`.
+    fn with_api_key_file(&self) -> Command {
+        let file = self.dir.path().join("api_key.txt");
+        std::fs::write(&file, &self.api_key).unwrap();
+        let mut command = self.command();
+        command.env_remove("API_KEY").env("API_KEY_FILE", file);
+        command
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn log_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn public_key(&self) -> String {
+        self.client_request(reqwest::Method::GET, "/key/public")
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap()["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Uploads `content` for this proxy and answers its wrapped key.
+    fn upload(&self, name: &str, content: Vec<u8>) -> String {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text(
+                "public-keys",
+                serde_json::json!({ "me": self.public_key() }).to_string(),
+            )
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(content).file_name("f"),
+            );
+        let answer: serde_json::Value = self
+            .client_request(reqwest::Method::POST, &format!("/upload/box/{name}"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        answer["keys"]["me"].as_str().unwrap().to_owned()
+    }
+
+    fn download(&self, name: &str, wrapped: &str) -> reqwest::blocking::Response {
+        self.client_request(reqwest::Method::GET, &format!("/download/box/{name}"))
+            .header("x-blob-key", wrapped)
+            .send()
+            .unwrap()
+    }
+}
+
+#[test]
+fn sighup_reloads_rotated_keys_without_disturbing_a_download_in_flight() {
+    use std::io::Read;
+    let production = Production::prepare();
+    let served = serve_logging_to(production.with_api_key_file(), &[], &production.log_file());
+    let content: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    let before = production.upload("before.bin", content.clone());
+    let old_public = production.public_key();
+    let mut in_flight = production.download("before.bin", &before);
+    let mut first = vec![0u8; 64 << 10];
+    in_flight.read_exact(&mut first).unwrap();
+
+    let rotated = blobprox(production.dir.path())
+        .args(["keygen", "-p", "keys", "--rotate"])
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    signal(&served, "-HUP");
+    eventually("the new key is served", || {
+        production.public_key() != old_public
+    });
+
+    let mut rest = Vec::new();
+    in_flight.read_to_end(&mut rest).unwrap();
+    assert_eq!(
+        [first, rest].concat(),
+        content,
+        "the download in flight is whole"
+    );
+    assert_eq!(
+        production.download("before.bin", &before).bytes().unwrap(),
+        content
+    );
+    let after = production.upload("after.bin", b"new".to_vec());
+    assert_eq!(
+        production.download("after.bin", &after).bytes().unwrap(),
+        &b"new"[..]
+    );
+
+    let listing = blobprox(production.dir.path())
+        .args(["keys", "-p", "keys"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|l| l.starts_with("current "))
+            .count(),
+        1,
+        "{listing}"
+    );
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|l| l.starts_with("retired "))
+            .count(),
+        1,
+        "{listing}"
+    );
+
+    // Removing the retired key, then reloading, refuses what only it could open.
+    std::fs::remove_dir_all(production.dir.path().join("keys/retired")).unwrap();
+    signal(&served, "-HUP");
+    eventually("the retired key is gone", || {
+        production.download("before.bin", &before).status() == 400
+    });
+    assert!(production.logs().contains("reloaded the key directory"));
+}
+
+#[test]
+fn a_failed_reload_keeps_the_keys_in_use_and_says_why() {
+    let production = Production::prepare();
+    let served = serve_logging_to(production.with_api_key_file(), &[], &production.log_file());
+    let wrapped = production.upload("kept.bin", b"kept".to_vec());
+    let public = production.public_key();
+    std::fs::write(
+        production.dir.path().join("keys/rsa_private_key.pem"),
+        "broken",
+    )
+    .unwrap();
+    std::fs::write(production.dir.path().join("api_key.txt"), "not-a-token").unwrap();
+    signal(&served, "-HUP");
+    eventually("both failures are logged", || {
+        let logs = production.logs();
+        logs.contains("key reload failed") && logs.contains("API key reload failed")
+    });
+    assert_eq!(production.public_key(), public);
+    assert_eq!(
+        production.download("kept.bin", &wrapped).bytes().unwrap(),
+        &b"kept"[..]
+    );
+}
+
+#[test]
+fn api_keys_roll_over_by_file_and_sighup() {
+    let production = Production::prepare();
+    let served = serve_logging_to(production.with_api_key_file(), &[], &production.log_file());
+    let new = blobprox(production.dir.path())
+        .args(["credentials", "-p", "new-creds"])
+        .output()
+        .unwrap();
+    assert!(new.status.success());
+    let find = |suffix: &str| {
+        std::fs::read_dir(production.dir.path().join("new-creds"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap()
+    };
+    let new_api_key = std::fs::read_to_string(find("_encrypted.key")).unwrap();
+    let new_client: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(find("_blobprox.json")).unwrap()).unwrap();
+    let status_with = |client: &serde_json::Value| {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}/key/public", production.port))
+            .header(
+                "x-decryption-key",
+                client["decryption_key"].as_str().unwrap(),
+            )
+            .header("x-salt", client["salt"].as_str().unwrap())
+            .header("x-comparison-key", client["key"].as_str().unwrap())
+            .send()
+            .unwrap()
+            .status()
+    };
+    let old_client = production.credentials.clone();
+    assert_eq!(status_with(&old_client), 200);
+    assert_eq!(status_with(&new_client), 401);
+
+    let file = production.dir.path().join("api_key.txt");
+    std::fs::write(
+        &file,
+        format!("{},{}", production.api_key.trim(), new_api_key.trim()),
+    )
+    .unwrap();
+    signal(&served, "-HUP");
+    eventually("the new key is accepted", || {
+        status_with(&new_client) == 200
+    });
+    assert_eq!(status_with(&old_client), 200);
+
+    std::fs::write(&file, &new_api_key).unwrap();
+    signal(&served, "-HUP");
+    // The old credentials were cached, and are refused all the same once their key is removed.
+    eventually("the old key is refused", || status_with(&old_client) == 401);
+    assert_eq!(status_with(&new_client), 200);
+}
+
+#[test]
+fn risky_settings_are_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let production = Production::prepare();
+    let private_key = production.dir.path().join("keys/rsa_private_key.pem");
+    std::fs::set_permissions(&private_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = production.command();
+    command.env_remove("API_KEY");
+    let api_key = production.api_key.trim().to_owned();
+    let _served = serve_logging_to(
+        command,
+        &["--api-key", &api_key, "--static-data-key"],
+        &production.log_file(),
+    );
+    let logs = production.logs();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+    let has = |text: &str| warnings.iter().any(|line| line.contains(text));
+    assert!(
+        has("rsa_private_key.pem is readable by group or others"),
+        "{logs}"
+    );
+    assert!(has("--api-key on the command line"), "{logs}");
+    assert!(has("STATIC_DATA_KEY is on"), "{logs}");
+    assert!(!logs.contains(&api_key));
+    // Through the environment, the key is not on the command line: no warning.
+    drop(_served);
+    let _served = serve_logging_to(production.command(), &[], &production.log_file());
+    assert!(!production.logs().contains("--api-key on the command line"));
 }

@@ -256,6 +256,26 @@ fn last_block_padding(key: &DataKey, blocks: &[u8]) -> Result<usize, CryptoError
     }
 }
 
+/// Characters at the end of a token's text that [`check_key_by_padding`] reads: 23 base64
+/// quanta, the 64 bytes of the last two ciphertext blocks and the MAC with room for padding.
+pub const KEY_CHECK_TEXT_LEN: u64 = 92;
+
+/// Checks cheaply, from the last [`KEY_CHECK_TEXT_LEN`] characters of a token's text, whether
+/// `key` can be its key: the last block must decrypt to valid PKCS#7 padding, which a wrong key
+/// fails 255 times in 256. Passing proves nothing (the MAC pass decides); failing is final, so a
+/// wrong key is refused without reading a whole blob.
+pub fn check_key_by_padding(key: &DataKey, tail_text: &[u8]) -> Result<(), CryptoError> {
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE, tail_text)
+        .map_err(|_| CryptoError::MalformedToken("invalid base64"))?;
+    let blocks_start = decoded
+        .len()
+        .checked_sub(MAC_LEN + 2 * BLOCK_LEN)
+        .ok_or(CryptoError::MalformedToken("too short"))?;
+    last_block_padding(key, &decoded[blocks_start..decoded.len() - MAC_LEN])
+        .map(|_| ())
+        .map_err(|_| CryptoError::AuthenticationFailed)
+}
+
 /// Second pass: decrypts token text whose MAC a [`FernetVerifier`] has already checked.
 pub struct FernetDecryptor {
     cipher: StreamingDecryptingKey,
@@ -368,6 +388,57 @@ mod tests {
         assert_eq!(
             decrypt(&other, token.as_bytes()),
             Err(CryptoError::AuthenticationFailed)
+        );
+    }
+
+    /// A token made with a fixed IV and time, so that what a wrong key does to it is fixed too.
+    fn fixed_token(key: &DataKey, plaintext: &[u8]) -> Vec<u8> {
+        let mut token = Vec::new();
+        let mut writer = FernetWriter::new(key, [3; BLOCK_LEN], 1_700_000_000, &mut token).unwrap();
+        writer.update(plaintext, &mut token).unwrap();
+        writer.finish(&mut token).unwrap();
+        token
+    }
+
+    fn tail(token: &[u8]) -> &[u8] {
+        &token[token.len() - KEY_CHECK_TEXT_LEN as usize..]
+    }
+
+    #[test]
+    fn the_right_key_always_passes_the_padding_check() {
+        for len in 0..70 {
+            let token = fixed_token(&key(), &vec![9; len]);
+            assert_eq!(check_key_by_padding(&key(), tail(&token)), Ok(()), "{len}");
+        }
+    }
+
+    #[test]
+    fn wrong_keys_almost_always_fail_the_padding_check() {
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let token = fixed_token(&key(), &vec![9; len]);
+            let passing = (0..64u8)
+                .filter(|&i| {
+                    let wrong = DataKey::from_bytes([i.wrapping_add(100); 32]);
+                    check_key_by_padding(&wrong, tail(&token)).is_ok()
+                })
+                .count();
+            // One in 256 passes by chance; these fixed keys and tokens give at most one.
+            assert!(passing <= 1, "{len}: {passing} of 64 passed");
+        }
+    }
+
+    #[test]
+    fn the_padding_check_refuses_short_or_broken_text() {
+        let token = fixed_token(&key(), b"x");
+        assert_eq!(
+            check_key_by_padding(&key(), &token[token.len() - 60..]),
+            Err(CryptoError::MalformedToken("too short"))
+        );
+        let mut broken = tail(&token).to_vec();
+        broken[10] = b'*';
+        assert_eq!(
+            check_key_by_padding(&key(), &broken),
+            Err(CryptoError::MalformedToken("invalid base64"))
         );
     }
 

@@ -14,6 +14,9 @@ use super::data_key::{DATA_KEY_LEN, DataKey};
 /// Smallest RSA modulus accepted for a recipient.
 pub const MIN_RSA_BITS: usize = 2048;
 
+/// Bytes of the public key's SHA-256 shown as its fingerprint (16 hex characters).
+const FINGERPRINT_BYTES: usize = 8;
+
 /// DER of the AlgorithmIdentifier for rsaEncryption (OID 1.2.840.113549.1.1.1, NULL parameters).
 const RSA_ALGORITHM_ID: &[u8] = &[
     0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
@@ -95,6 +98,7 @@ pub struct RecipientKey {
     oaep: OaepPublicEncryptingKey,
     /// SubjectPublicKeyInfo PEM, encoded once: `/key/public` serves it on every request.
     pem: String,
+    fingerprint: String,
 }
 
 impl RecipientKey {
@@ -125,7 +129,12 @@ impl RecipientKey {
             )));
         }
         let der: PublicKeyX509Der<'static> = key.as_der()?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
         Ok(Self {
+            fingerprint: digest.as_ref()[..FINGERPRINT_BYTES]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             pem: encode_pem("PUBLIC KEY", der.as_ref()),
             oaep: OaepPublicEncryptingKey::new(key)?,
         })
@@ -134,6 +143,12 @@ impl RecipientKey {
     /// The SubjectPublicKeyInfo PEM text of the key.
     pub fn to_pem(&self) -> &str {
         &self.pem
+    }
+
+    /// A short name of the key: the first bytes of the SHA-256 of its SubjectPublicKeyInfo DER,
+    /// in hex (`openssl pkey -pubin -outform DER | sha256sum` shows the same prefix).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Wraps a data key for this recipient: standard base64 of RSA-OAEP over the key's text.
@@ -211,6 +226,19 @@ mod tests {
         assert_eq!(again.public_key().to_pem(), KEY.public_key().to_pem());
         let public = RecipientKey::from_pem(KEY.public_key().to_pem()).unwrap();
         assert_eq!(public.to_pem(), KEY.public_key().to_pem());
+    }
+
+    #[test]
+    fn fingerprints_name_the_public_key() {
+        let fingerprint = KEY.public_key().fingerprint();
+        assert_eq!(fingerprint.len(), 2 * FINGERPRINT_BYTES);
+        assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+        let der = pem::parse(KEY.public_key().to_pem()).unwrap();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.contents());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(hex.starts_with(fingerprint));
+        let other = PrivateKey::generate().unwrap();
+        assert_ne!(other.public_key().fingerprint(), fingerprint);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::extract::BlobPath;
 use super::form::{self, FormReader};
 use super::range::RangeRequest;
+use crate::crypto::data_key::DataKey;
 use crate::storage::StorageError;
 use crate::transfer::OpenedBlob;
 
@@ -50,21 +51,8 @@ pub async fn download(
     let is_head = request.method() == Method::HEAD;
     let range_header = request.headers().get(RANGE).cloned();
     let wrapped = wrapped_key(request, state.limits.max_download_body_bytes).await?;
-    let key = state
-        .keys
-        .private_key
-        .unwrap_key(&wrapped)
-        .map_err(ApiError::Key)?;
-    let container =
-        state
-            .storage
-            .container(&target.container)
-            .await
-            .map_err(|error| match error {
-                StorageError::ContainerNotFound => StorageError::BlobNotFound,
-                other => other,
-            })?;
-    let opened = OpenedBlob::open(container, target.blob.clone(), key).await?;
+    let key = state.unwrap_key(&wrapped)?;
+    let opened = open_blob(&state, &target, key).await?;
 
     let size = opened.plaintext_len();
     // A Fernet token cannot be read in parts, so a Range on one gets the whole body.
@@ -108,12 +96,48 @@ pub async fn download(
     Ok(response.body(body).expect("valid headers"))
 }
 
+/// Finds the blob and checks that `key` opens it; a missing container is a missing blob.
+pub(super) async fn open_blob(
+    state: &AppState,
+    target: &BlobPath,
+    key: DataKey,
+) -> Result<OpenedBlob, ApiError> {
+    let container =
+        state
+            .storage
+            .container(&target.container)
+            .await
+            .map_err(|error| match error {
+                StorageError::ContainerNotFound => StorageError::BlobNotFound,
+                other => other,
+            })?;
+    Ok(OpenedBlob::open(container, target.blob.clone(), key).await?)
+}
+
+/// The wrapped key of the `x-blob-key` header, if the request has one.
+pub(super) fn wrapped_key_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(BLOB_KEY_HEADER)
+        .map(|value| {
+            value.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::BadRequest(format!("the {BLOB_KEY_HEADER} header is not ASCII text"))
+            })
+        })
+        .transpose()
+}
+
+/// The refusal of a request that names no wrapped key.
+pub(super) fn missing_wrapped_key() -> ApiError {
+    ApiError::BadRequest(format!(
+        "missing the wrapped key: send it as form field {BLOB_KEY_FIELD:?} or in the \
+         {BLOB_KEY_HEADER} header"
+    ))
+}
+
 /// The wrapped key from `x-blob-key`, or else from the `decryption-key` field of the body.
 async fn wrapped_key(request: Request, max_body: usize) -> Result<String, ApiError> {
-    if let Some(value) = request.headers().get(BLOB_KEY_HEADER) {
-        return value.to_str().map(str::to_owned).map_err(|_| {
-            ApiError::BadRequest(format!("the {BLOB_KEY_HEADER} header is not ASCII text"))
-        });
+    if let Some(wrapped) = wrapped_key_header(request.headers())? {
+        return Ok(wrapped);
     }
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, max_body).await.map_err(|_| {
@@ -124,12 +148,7 @@ async fn wrapped_key(request: Request, max_body: usize) -> Result<String, ApiErr
     })?;
     form_field(&parts.headers, body, BLOB_KEY_FIELD)
         .await?
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "missing the wrapped key: send it as form field {BLOB_KEY_FIELD:?} or in the \
-                 {BLOB_KEY_HEADER} header"
-            ))
-        })
+        .ok_or_else(missing_wrapped_key)
 }
 
 /// Finds `name` in an urlencoded or multipart body.

@@ -7,6 +7,8 @@ mod form;
 mod observe;
 mod openapi;
 mod range;
+mod recipients;
+mod share;
 mod upload;
 
 use std::net::SocketAddr;
@@ -29,7 +31,8 @@ use tower::ServiceExt;
 
 pub use error::ApiError;
 
-use crate::auth::{Authenticator, PresentedCredentials};
+use crate::auth::{ApiKeys, Authenticator, PresentedCredentials};
+use crate::crypto::data_key::DataKey;
 use crate::keys::ProxyKeys;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -80,8 +83,8 @@ pub struct UploadPolicy {
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The proxy's RSA key pair and static key.
-    pub keys: Arc<ProxyKeys>,
+    /// The proxy's RSA keys (current and retired) and static key; replaced whole on reload.
+    pub keys: Arc<arc_swap::ArcSwap<ProxyKeys>>,
     /// Blob storage.
     pub storage: Arc<Storage>,
     /// The API-key check.
@@ -97,23 +100,35 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a proxy with these keys, storage, `API_KEY` and policies.
+    /// State for a proxy with these keys, storage, API keys and policies.
     pub fn new(
         keys: ProxyKeys,
         storage: Storage,
-        api_key: &str,
+        api_keys: ApiKeys,
         limits: Limits,
         upload_policy: UploadPolicy,
     ) -> Self {
         Self {
-            keys: Arc::new(keys),
+            keys: Arc::new(arc_swap::ArcSwap::from_pointee(keys)),
             storage: Arc::new(storage),
-            auth: Arc::new(Authenticator::new(api_key, limits.auth_failures_per_minute)),
+            auth: Arc::new(Authenticator::new(
+                api_keys,
+                limits.auth_failures_per_minute,
+            )),
             transfers: Arc::new(Semaphore::new(limits.max_concurrent_transfers)),
             limits,
             upload_policy,
             metrics: Arc::default(),
         }
+    }
+
+    /// Unwraps a wrapped key with the current or a retired private key, counting which opened it.
+    pub fn unwrap_key(&self, wrapped: &str) -> Result<DataKey, ApiError> {
+        let keys = self.keys.load();
+        let unwrapped = keys.unwrap_key(wrapped).map_err(ApiError::Key)?;
+        self.metrics
+            .key_unwrapped(unwrapped.fingerprint, unwrapped.role.as_str());
+        Ok(unwrapped.data_key)
     }
 
     /// A transfer slot, or 503 when all are taken; hold it until the transfer ends.
@@ -133,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/key/public", get(public_key))
         .route("/upload/{container}/{*blob}", post(upload::upload))
         .route("/download/{container}/{*blob}", get(download::download))
+        .route("/share/{container}/{*blob}", post(share::share))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -342,7 +358,7 @@ async fn require_auth(
 }
 
 async fn public_key(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "public_key": state.keys.private_key.public_key().to_pem() }))
+    Json(json!({ "public_key": state.keys.load().private_key.public_key().to_pem() }))
 }
 
 /// Prometheus metrics. Unauthenticated, like the health probes: they hold counts by route

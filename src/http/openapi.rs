@@ -123,6 +123,36 @@ pub fn document(limits: &Limits) -> Value {
                     "responses": download_responses
                 }
             },
+            "/share/{container}/{blob}": {"post": {
+                "summary": "Wrap a stored blob's data key for more recipients, without rewriting \
+                            the blob. The caller's wrapped key must open it.",
+                "parameters": path_parameters().as_array().unwrap().iter().chain(&download_parameters.as_array().unwrap()[..1]).collect::<Vec<_>>(),
+                "requestBody": {"required": true, "content": {
+                    "multipart/form-data": {"schema": {"type": "object", "required": ["public-keys"], "properties": {
+                        "public-keys": {"type": "string", "maxLength": limits.max_public_keys_bytes,
+                            "description": "As on upload: JSON object of recipient id -> RSA public key PEM. May be a file part."},
+                        BLOB_KEY_FIELD: {"type": "string",
+                            "description": format!("The caller's wrapped key, unless sent in {BLOB_KEY_HEADER}.")}
+                    }}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["public-keys"], "properties": {
+                        "public-keys": {"type": "string"}, BLOB_KEY_FIELD: {"type": "string"}
+                    }}}
+                }},
+                "responses": {
+                    "200": {"description": "The blob's data key wrapped for each named recipient (the upload's shape).",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UploadResponse"}}}},
+                    "400": error("Missing or unusable wrapped key, malformed recipients, or invalid names."),
+                    "401": error("Authentication failed."),
+                    "403": error("The wrapped key does not open this blob."),
+                    "404": error("Blob not found (or its container)."),
+                    "413": error("A field is over its limit."),
+                    "422": {"description": "Missing public-keys (FastAPI's shape).",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ValidationError"}}}},
+                    "429": error("Too many failed authentications from this address; see Retry-After."),
+                    "502": error("The stored blob failed authentication, or storage refused the proxy's credentials."),
+                    "503": error("Storage unavailable, or too many transfers or authentications in progress; see Retry-After.")
+                }
+            }},
             "/healthz": {"get": {"summary": "Alive.", "security": [],
                 "responses": {"200": {"description": "The process answers."}}}},
             "/readyz": {"get": {"summary": "Keys loaded and storage reachable.", "security": [],

@@ -48,6 +48,8 @@ pub struct Options {
     pub limits: Limits,
     pub upload_policy: UploadPolicy,
     pub connection: ConnectionLimits,
+    /// A key directory of the server's own instead of the shared one.
+    pub key_dir: Option<std::path::PathBuf>,
 }
 
 /// Environment variable that switches the suite from the local backend to Azure (Azurite).
@@ -59,8 +61,11 @@ pub struct TestServer {
     pub url: String,
     pub container: String,
     pub http: Client,
+    /// The keys the server holds; [`TestServer::reload_keys`] replaces them as SIGHUP does.
+    pub keys: Arc<arc_swap::ArcSwap<ProxyKeys>>,
     /// Direct access to the container, bypassing the proxy (to inspect or damage blobs).
     raw: Arc<dyn ObjectStore>,
+    backend: Backend,
     data_directory: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -97,20 +102,51 @@ impl TestServer {
                 )
             }
         };
-        let storage = Storage::open(backend).unwrap();
+        Self::serve(backend, container, raw, data_dir, options).await
+    }
+
+    /// Another server on the same storage and container, with its own options (and keys).
+    pub async fn start_beside(&self, options: Options) -> Self {
+        let unused = tempfile::tempdir().unwrap();
+        Self::serve(
+            self.backend.clone(),
+            self.container.clone(),
+            self.raw.clone(),
+            unused,
+            options,
+        )
+        .await
+    }
+
+    async fn serve(
+        backend: Backend,
+        container: String,
+        raw: Arc<dyn ObjectStore>,
+        data_directory: TempDir,
+        options: Options,
+    ) -> Self {
+        let storage = Storage::open(backend.clone()).unwrap();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
         };
-        let url = spawn_server(storage, options, stopped).await;
+        let (url, keys) = spawn_server(storage, options, stopped).await;
         Self {
             url,
             container,
             http: Client::new(),
+            keys,
             raw,
-            data_directory: data_dir,
+            backend,
+            data_directory,
             shutdown: Some(shutdown),
         }
+    }
+
+    /// Reads `dir` again into the running server, as a SIGHUP does.
+    pub fn reload_keys(&self, dir: &std::path::Path) {
+        self.keys
+            .store(Arc::new(keys::load_key_files(dir).unwrap()));
     }
 
     /// The local data directory (unused on Azure).
@@ -205,6 +241,26 @@ impl TestServer {
         body["decryption_keys"]["me"].as_str().unwrap().to_owned()
     }
 
+    /// Asks for blob `name`'s key, opened with `wrapped`, to be wrapped for `recipients` (a JSON
+    /// object of id → PEM), with the wrapped key in the `x-blob-key` header.
+    pub async fn share(
+        &self,
+        name: &str,
+        wrapped: &str,
+        recipients: &serde_json::Value,
+    ) -> Response {
+        let form = Form::new().text("public-keys", recipients.to_string());
+        self.authed(
+            reqwest::Method::POST,
+            &format!("/share/{}/{name}", self.container),
+        )
+        .header("x-blob-key", wrapped)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+    }
+
     /// Downloads blob `name` with the wrapped key in the `decryption-key` form field.
     pub async fn download(&self, name: &str, wrapped: &str) -> Response {
         self.authed(reqwest::Method::GET, &self.download_path(name))
@@ -223,20 +279,26 @@ impl Drop for TestServer {
     }
 }
 
-/// Serves a router over `storage` with the shared keys and credentials on an ephemeral port
-/// until `stopped` completes; returns its URL.
+/// Serves a router over `storage` with the shared credentials (and the shared keys unless the
+/// options name a key directory) on an ephemeral port until `stopped` completes; returns its URL
+/// and its keys.
 async fn spawn_server(
     storage: Storage,
     options: Options,
     stopped: impl Future<Output = ()> + Send + 'static,
-) -> String {
+) -> (String, Arc<arc_swap::ArcSwap<ProxyKeys>>) {
+    let keys = match &options.key_dir {
+        Some(dir) => keys::load_key_files(dir).unwrap(),
+        None => load_keys(),
+    };
     let state = AppState::new(
-        load_keys(),
+        keys,
         storage,
-        &SECRETS.api_key,
+        SECRETS.api_key.parse().unwrap(),
         options.limits,
         options.upload_policy,
     );
+    let keys = state.keys.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(http::serve(
@@ -246,12 +308,14 @@ async fn spawn_server(
         Duration::from_secs(1),
         options.connection,
     ));
-    url
+    (url, keys)
 }
 
 /// Serves a router over `storage` for the rest of the test; returns its URL.
 pub async fn serve_storage(storage: Storage) -> String {
-    spawn_server(storage, Options::default(), std::future::pending()).await
+    spawn_server(storage, Options::default(), std::future::pending())
+        .await
+        .0
 }
 
 /// The public key PEM of the proxy at `url`.
