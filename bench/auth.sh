@@ -6,7 +6,7 @@
 #   DURATION=20          seconds of each measured wrk run
 #   THREADS=2 CONNECTIONS=64            the valid-credentials wrk (wrk -tTHREADS -cCONNECTIONS)
 #   FLOOD_THREADS=1 FLOOD_CONNECTIONS=16  the wrong-credentials wrk, from 127.0.0.1 like the valid one
-#   SPREAD_ADDRESSES=64 SPREAD_CONNECTIONS=64  the wrong-credentials flood from 127.0.1.1..N (flood.py);
+#   SPREAD_ADDRESSES=256 SPREAD_CONNECTIONS=256 the wrong-credentials flood from N addresses from 127.0.1.1 on (flood.py);
 #                        SPREAD_ADDRESSES=0 skips that phase
 #   BLOBPROX_BIN, BENCH_RUST_LOG        as in bench.sh
 set -euo pipefail
@@ -21,12 +21,12 @@ THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 FLOOD_THREADS="${FLOOD_THREADS:-1}"
 FLOOD_CONNECTIONS="${FLOOD_CONNECTIONS:-16}"
-SPREAD_ADDRESSES="${SPREAD_ADDRESSES:-64}"
-SPREAD_CONNECTIONS="${SPREAD_CONNECTIONS:-64}"
+SPREAD_ADDRESSES="${SPREAD_ADDRESSES:-256}"
+SPREAD_CONNECTIONS="${SPREAD_CONNECTIONS:-256}"
 for n in "$DURATION" "$THREADS" "$CONNECTIONS" "$FLOOD_THREADS" "$FLOOD_CONNECTIONS" "$SPREAD_CONNECTIONS"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "DURATION, THREADS, CONNECTIONS, FLOOD_* and SPREAD_CONNECTIONS must be positive integers"
 done
-if ! [[ "$SPREAD_ADDRESSES" =~ ^[0-9]+$ ]] || ((SPREAD_ADDRESSES > 254)); then die "SPREAD_ADDRESSES must be 0..254"; fi
+if ! [[ "$SPREAD_ADDRESSES" =~ ^[0-9]+$ ]] || ((SPREAD_ADDRESSES > 65000)); then die "SPREAD_ADDRESSES must be 0..65000"; fi
 ((DURATION <= 300)) || die "DURATION is at most 300 s"
 
 require_tools curl python3 awk
@@ -150,7 +150,7 @@ FLOOD_B="wrk flood from 127.0.0.1 ($((DURATION + 4)) s, from 2 s before to 2 s a
 # ---------------------------------------------------------------- (c) + a flood from many addresses
 ROW_C="" FLOOD_C=""
 if ((SPREAD_ADDRESSES > 0)); then
-    last="127.0.1.$SPREAD_ADDRESSES"
+    last="$(python3 -c 'import ipaddress, sys; print(ipaddress.IPv4Address("127.0.1.0") + int(sys.argv[1]))' "$SPREAD_ADDRESSES")"
     log "(c) wrong-credential flood from 127.0.1.1-$last ($SPREAD_CONNECTIONS connections, flood.py) + valid wrk"
     before="$(server_counts)"
     flood_args=(--url "$BASE/key/public" --duration "$((DURATION + 4))" --connections "$SPREAD_CONNECTIONS" --sources "127.0.1.1-$last")

@@ -1,7 +1,13 @@
 //! The proxy's key files in `KEY_VAULT_PATH`: its RSA key pair and the original's static key.
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lru::LruCache;
+use tokio::time::Instant;
 
 use thiserror::Error;
 
@@ -45,6 +51,11 @@ pub enum KeyError {
     Partial(PathBuf),
 }
 
+/// Data keys unwrapped at most this long ago are answered again without the RSA operation.
+const UNWRAP_CACHE_TTL: Duration = Duration::from_secs(600);
+/// Most unwrapped data keys remembered (each about 150 bytes with its index entry).
+const UNWRAP_CACHE_CAPACITY: usize = 4096;
+
 /// The keys a running proxy holds.
 pub struct ProxyKeys {
     /// Unwraps the data keys sent to this proxy; its public half is served at `/key/public`.
@@ -53,6 +64,17 @@ pub struct ProxyKeys {
     pub retired: Vec<PrivateKey>,
     /// The original's single Fernet key, used for uploads under `--static-data-key`.
     pub symmetric_key: DataKey,
+    /// Recent unwraps by a hash of the wrapped key; it lives and dies with these keys, so a
+    /// reload that removes a key also forgets what it opened.
+    unwrapped: Mutex<LruCache<[u8; 32], CachedUnwrap>>,
+}
+
+/// A data key this proxy unwrapped recently, and which of its private keys opened it.
+struct CachedUnwrap {
+    data_key: DataKey,
+    /// 0 for the current key, `1 + i` for `retired[i]`.
+    opened_by: usize,
+    at: Instant,
 }
 
 /// Whether the key that unwrapped a data key is the current one or a retired one.
@@ -86,24 +108,73 @@ pub struct Unwrapped<'a> {
 }
 
 impl ProxyKeys {
+    /// Keys as loaded, with nothing unwrapped yet.
+    pub fn new(private_key: PrivateKey, retired: Vec<PrivateKey>, symmetric_key: DataKey) -> Self {
+        Self {
+            private_key,
+            retired,
+            symmetric_key,
+            unwrapped: Mutex::new(LruCache::new(
+                NonZeroUsize::new(UNWRAP_CACHE_CAPACITY).expect("nonzero"),
+            )),
+        }
+    }
+
     /// Unwraps with the current key, then with each retired one (OAEP tells a wrong key apart).
+    ///
+    /// A wrapped key unwrapped within [`UNWRAP_CACHE_TTL`] is answered from memory: range
+    /// readers send the same wrapped key dozens of times per file, and an RSA private-key
+    /// operation costs far more than the rest of a small read. Only a holder of the wrapped key
+    /// can ask for it, and such a holder is given the data key anyway.
     pub fn unwrap_key(&self, wrapped_base64: &str) -> Result<Unwrapped<'_>, CryptoError> {
-        let candidates = std::iter::once((&self.private_key, KeyRole::Current))
-            .chain(self.retired.iter().map(|key| (key, KeyRole::Retired)));
-        for (key, role) in candidates {
+        let id = cache_id(wrapped_base64);
+        if let Some(hit) = self.cached_unwrap(&id) {
+            return Ok(hit);
+        }
+        for (opened_by, key) in std::iter::once(&self.private_key)
+            .chain(&self.retired)
+            .enumerate()
+        {
             match key.unwrap_key(wrapped_base64) {
                 Ok(data_key) => {
-                    return Ok(Unwrapped {
-                        data_key,
-                        fingerprint: key.public_key().fingerprint(),
-                        role,
-                    });
+                    let cached = CachedUnwrap {
+                        data_key: data_key.clone(),
+                        opened_by,
+                        at: Instant::now(),
+                    };
+                    self.unwrapped.lock().expect("lock").put(id, cached);
+                    return Ok(self.unwrapped_by(opened_by, data_key));
                 }
                 Err(CryptoError::UnwrapFailed) => continue,
                 Err(other) => return Err(other),
             }
         }
         Err(CryptoError::UnwrapFailed)
+    }
+
+    fn cached_unwrap(&self, id: &[u8; 32]) -> Option<Unwrapped<'_>> {
+        let mut cache = self.unwrapped.lock().expect("lock");
+        let fresh = cache
+            .peek(id)
+            .is_some_and(|entry| entry.at.elapsed() < UNWRAP_CACHE_TTL);
+        if !fresh {
+            cache.pop(id);
+            return None;
+        }
+        let entry = cache.get(id).expect("present");
+        Some(self.unwrapped_by(entry.opened_by, entry.data_key.clone()))
+    }
+
+    fn unwrapped_by(&self, opened_by: usize, data_key: DataKey) -> Unwrapped<'_> {
+        let (key, role) = match opened_by {
+            0 => (&self.private_key, KeyRole::Current),
+            n => (&self.retired[n - 1], KeyRole::Retired),
+        };
+        Unwrapped {
+            data_key,
+            fingerprint: key.public_key().fingerprint(),
+            role,
+        }
     }
 }
 
@@ -235,11 +306,14 @@ pub fn load_key_files(dir: &Path) -> Result<ProxyKeys, KeyError> {
             retired.push(key);
         }
     }
-    Ok(ProxyKeys {
-        private_key,
-        retired,
-        symmetric_key,
-    })
+    Ok(ProxyKeys::new(private_key, retired, symmetric_key))
+}
+
+/// The unwrap cache's name for a wrapped key: the SHA-256 of its text.
+fn cache_id(wrapped_base64: &str) -> [u8; 32] {
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, wrapped_base64.trim().as_bytes());
+    digest.as_ref().try_into().expect("SHA-256")
 }
 
 /// One key pair of a directory, as `blobprox keys` lists it.
@@ -500,6 +574,37 @@ mod tests {
             keys.unwrap_key(&old_wrapped).err(),
             Some(CryptoError::UnwrapFailed)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unwraps_are_remembered_for_a_while_with_the_key_that_opened_them() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key_files(dir.path(), false).unwrap();
+        let (data_key, wrapped) = wrap_for(dir.path());
+        rotate_key_files(dir.path()).unwrap();
+        let keys = load_key_files(dir.path()).unwrap();
+        let retired = keys.retired[0].public_key().fingerprint().to_owned();
+        for _ in 0..2 {
+            let opened = keys.unwrap_key(&wrapped).unwrap();
+            assert_eq!(opened.data_key, data_key);
+            assert_eq!(
+                (opened.role, opened.fingerprint),
+                (KeyRole::Retired, &*retired)
+            );
+        }
+        assert_eq!(keys.unwrapped.lock().unwrap().len(), 1);
+        // The same wrapped text with surrounding white space is the same key.
+        assert_eq!(
+            keys.unwrap_key(&format!(" {wrapped}\n")).unwrap().data_key,
+            data_key
+        );
+        tokio::time::advance(UNWRAP_CACHE_TTL).await;
+        assert!(keys.cached_unwrap(&cache_id(&wrapped)).is_none());
+        assert_eq!(keys.unwrapped.lock().unwrap().len(), 0);
+        assert_eq!(keys.unwrap_key(&wrapped).unwrap().role, KeyRole::Retired);
+        // A wrong key is never remembered.
+        assert!(keys.unwrap_key("bm90IGEga2V5").is_err());
+        assert_eq!(keys.unwrapped.lock().unwrap().len(), 1);
     }
 
     #[test]

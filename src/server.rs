@@ -94,7 +94,7 @@ async fn reload_on_hangup(state: AppState, key_dir: PathBuf, api_key_file: Optio
         if let Some(file) = &api_key_file {
             match config::read_api_key_file(file) {
                 Ok(api_keys) => {
-                    let accepted = api_keys.len();
+                    let accepted = api_keys.count();
                     state.auth.replace_api_keys(api_keys);
                     tracing::info!(accepted, "reloaded API_KEY_FILE");
                 }

@@ -1,4 +1,5 @@
-//! The official Fernet test vectors (`../shared/fernet-spec/`), run against blobprox's Fernet code.
+//! The official Fernet test vectors (copied from `../shared/fernet-spec/` into
+//! `tests/vectors/fernet/`, with their source note), run against blobprox's Fernet code.
 
 use blobprox::crypto::data_key::DataKey;
 use blobprox::crypto::fernet::{self, FernetVerifier, FernetWriter};
@@ -21,7 +22,7 @@ struct Vector {
 
 fn vectors(file: &str) -> Vec<Vector> {
     let path = format!(
-        "{}/../shared/fernet-spec/{file}",
+        "{}/tests/vectors/fernet/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

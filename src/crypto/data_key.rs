@@ -60,6 +60,13 @@ impl DataKey {
     }
 }
 
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        // Every copy of a key is wiped when it goes: caches, uploads and downloads alike.
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DataKey(..)")

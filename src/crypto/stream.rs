@@ -411,6 +411,40 @@ mod tests {
     }
 
     #[test]
+    fn segment_sizes_must_be_powers_of_two_within_bounds() {
+        let with_size = |segment_size: u32| {
+            StreamHeader {
+                segment_size,
+                salt: [1; SALT_LEN],
+                commitment: [2; COMMITMENT_LEN],
+            }
+            .to_bytes()
+        };
+        let max = SEGMENT_SIZE_RANGE.end - 1;
+        for good in [SEGMENT_SIZE_RANGE.start, DEFAULT_SEGMENT_SIZE, max] {
+            assert_eq!(
+                StreamHeader::parse(&with_size(good)).unwrap().segment_size,
+                good
+            );
+        }
+        for bad in [
+            0,
+            32,
+            SEGMENT_SIZE_RANGE.start + 1,
+            3 << 10,
+            2 * max,
+            max + 1,
+            u32::MAX,
+        ] {
+            assert_eq!(
+                StreamHeader::parse(&with_size(bad)),
+                Err(CryptoError::Corrupt("impossible segment size")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn wrong_key_is_reported_as_a_key_mismatch() {
         let blob = encrypt(b"hello", 5);
         let other = DataKey::from_bytes([4; 32]);

@@ -131,4 +131,12 @@ mod tests {
         }
         assert!(BlobName::parse(".blobprox-staging/x").is_err());
     }
+
+    #[test]
+    fn blob_names_have_at_most_254_segments() {
+        let with_segments = |n: usize| vec!["s"; n].join("/");
+        assert!(BlobName::parse(&with_segments(254)).is_ok());
+        let refused = BlobName::parse(&with_segments(255)).unwrap_err();
+        assert!(refused.contains("255 path segments"), "{refused}");
+    }
 }
