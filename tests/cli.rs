@@ -389,15 +389,7 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     use std::io::{Read, Write};
     let production = Production::prepare();
     let mut served = serve(production.command(), &[]);
-    let public_key = production
-        .client_request(reqwest::Method::GET, "/key/public")
-        .send()
-        .unwrap()
-        .json::<serde_json::Value>()
-        .unwrap()["public_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let public_key = production.public_key();
     let recipients = serde_json::json!({ "me": public_key }).to_string();
     let head = format!(
         "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\

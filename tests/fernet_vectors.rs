@@ -21,10 +21,7 @@ struct Vector {
 }
 
 fn vectors(file: &str) -> Vec<Vector> {
-    let path = format!(
-        "{}/tests/vectors/fernet/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/vectors/fernet/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

@@ -5,7 +5,7 @@ mod common;
 
 use blobprox::keys;
 use blobprox::transfer::BlobFormat;
-use common::{Options, TestServer, detail, json_with_status, with_credentials};
+use common::{Options, TestServer, detail, json_with_status};
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
@@ -220,15 +220,16 @@ async fn share_refuses_what_upload_and_download_refuse() {
     )
     .await;
     assert_eq!(missing, "Blob not found");
-    let response = with_credentials(server.http.post(format!(
-        "{}/share/no-such-container/guarded.bin",
-        server.url
-    )))
-    .header("x-blob-key", &wrapped)
-    .form(&[("public-keys", recipients.to_string())])
-    .send()
-    .await
-    .unwrap();
+    let response = server
+        .authed(
+            reqwest::Method::POST,
+            "/share/no-such-container/guarded.bin",
+        )
+        .header("x-blob-key", &wrapped)
+        .form(&[("public-keys", recipients.to_string())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(detail(response, 404).await, "Blob not found");
 }
 
