@@ -183,6 +183,15 @@ def test_plain_http_to_the_tls_port_gets_no_api_answer(https_proxy):
     assert b"status" not in received, received
 
 
+def test_a_client_that_never_finishes_its_handshake_is_disconnected(launcher, tmp_path_factory, ca):
+    cert, key = ca.issue("impatient-server")
+    env = _tls_env(cert, key, HEADER_READ_TIMEOUT_SECS="1")
+    proxy = start_blobprox_made_proxy(launcher, tmp_path_factory, "handshake-timeout", extra_env=env, tls={})
+    with socket.create_connection(("127.0.0.1", urlsplit(proxy.url).port), timeout=30) as sock:
+        sock.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, and then nothing
+        assert sock.recv(65536) == b"", "the server should close the connection"
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_tls_1_2_and_1_3_are_both_served(https_proxy, ca, version):
     context = ssl.create_default_context(cafile=str(ca.pem))
