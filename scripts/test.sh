@@ -19,6 +19,7 @@ npm install --no-audit --no-fund --loglevel=error --prefix target/azurite azurit
 venv=target/pyenv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
 port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 target/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$port" \
   --inMemoryPersistence --disableTelemetry --loose --skipApiVersionCheck --silent \
@@ -35,6 +36,9 @@ export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;Acco
 
 echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults, key lifecycle)"
 cargo test --quiet --test api --test ranges --test hostile --test storage_semantics --test lifecycle
+
+echo "== Python client: type check (mypy --strict)"
+"$venv/bin/python" -m mypy --strict --cache-dir target/mypy-cache clients/python/src
 
 # The TLS tests drive HTTP/2 with curl.
 command -v curl >/dev/null || { apt-get install -y curl || { apt-get update && apt-get install -y curl; }; }

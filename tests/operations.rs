@@ -124,6 +124,7 @@ async fn openapi_documents_every_route_and_each_documented_route_exists() {
             "/metrics",
             "/openapi.json",
             "/readyz",
+            "/share/{container}/{blob}",
             "/upload/{container}/{blob}"
         ]
     );

@@ -60,10 +60,17 @@ impl DataKey {
     }
 }
 
+impl DataKey {
+    /// Overwrites the key bytes with zeros.
+    fn wipe(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl Drop for DataKey {
     fn drop(&mut self) {
         // Every copy of a key is wiped when it goes: caches, uploads and downloads alike.
-        zeroize::Zeroize::zeroize(&mut self.0);
+        self.wipe();
     }
 }
 
@@ -86,6 +93,22 @@ mod tests {
         assert_ne!(url_safe, standard);
         assert_eq!(DataKey::from_text(url_safe.as_bytes()).unwrap(), key);
         assert_eq!(DataKey::from_text(standard.as_bytes()).unwrap(), key);
+    }
+
+    #[test]
+    fn fernet_halves_are_the_signing_then_the_encryption_key() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let key = DataKey::from_bytes(bytes);
+        assert_eq!(key.fernet_signing_key(), &bytes[..16]);
+        assert_eq!(key.fernet_encryption_key(), &bytes[16..]);
+    }
+
+    #[test]
+    fn keys_are_wiped_and_never_printed() {
+        let mut key = DataKey::from_bytes([0xab; 32]);
+        assert_eq!(format!("{key:?}"), "DataKey(..)");
+        key.wipe();
+        assert_eq!(key.as_bytes(), &[0; 32]);
     }
 
     #[test]

@@ -405,6 +405,38 @@ mod tests {
     }
 
     #[test]
+    fn tokens_shorter_than_one_block_and_a_mac_are_malformed() {
+        use base64::Engine;
+        // 25-byte header + 32-byte MAC with no ciphertext, and less than a header.
+        for len in [
+            30,
+            HEADER_LEN + MAC_LEN,
+            HEADER_LEN + MAC_LEN + BLOCK_LEN - 1,
+        ] {
+            let mut token = vec![VERSION];
+            token.resize(len, 7);
+            let text = base64::engine::general_purpose::URL_SAFE.encode(&token);
+            let mut verifier = FernetVerifier::new(&key());
+            verifier.update(text.as_bytes()).unwrap();
+            assert_eq!(
+                verifier.finish(),
+                Err(CryptoError::MalformedToken("too short")),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn encrypting_holds_no_more_than_a_chunk_and_a_block() {
+        let mut token = Vec::new();
+        let mut writer = FernetWriter::start(&key(), &mut token).unwrap();
+        for len in [1, 100, 64 * 1024] {
+            writer.update(&vec![0; len], &mut token).unwrap();
+            assert!(writer.scratch.len() <= len + BLOCK_LEN, "{len}");
+        }
+    }
+
+    #[test]
     fn the_right_key_always_passes_the_padding_check() {
         for len in 0..70 {
             let token = fixed_token(&key(), &vec![9; len]);

@@ -133,6 +133,14 @@ mod tests {
     }
 
     #[test]
+    fn parsed_names_keep_their_text_and_map_to_the_same_path() {
+        assert_eq!(ContainerName::parse("box-1").unwrap().as_str(), "box-1");
+        let blob = BlobName::parse("dir/ünï file.csv").unwrap();
+        assert_eq!(blob.as_str(), "dir/ünï file.csv");
+        assert_eq!(blob.path().unwrap().as_ref(), "dir/ünï file.csv");
+    }
+
+    #[test]
     fn blob_names_have_at_most_254_segments() {
         let with_segments = |n: usize| vec!["s"; n].join("/");
         assert!(BlobName::parse(&with_segments(254)).is_ok());
