@@ -28,6 +28,10 @@ const CACHE_CAPACITY: usize = 1024;
 const CONCURRENT_DERIVATIONS: usize = 2;
 /// Longest wait for a free key derivation before the request is told to retry.
 const DERIVATION_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// Locks that make concurrent first requests with the same credentials derive once: one
+/// derives, the others wait for its answer in the cache. Credentials map to a lock by their
+/// fingerprint, so unrelated credentials rarely share one.
+const SINGLE_FLIGHT_LOCKS: usize = 64;
 
 /// The window over which failures are counted.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -52,6 +56,15 @@ pub enum AuthError {
         /// Seconds until the address may try again.
         retry_after_secs: u64,
     },
+}
+
+/// How accepted credentials were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// They were verified recently and remembered.
+    Cached,
+    /// A key derivation checked them now.
+    Derived,
 }
 
 /// Why an `API_KEY` value was refused.
@@ -174,6 +187,7 @@ pub struct Authenticator {
     failures: Mutex<LruCache<ClientGroup, Failures>>,
     failures_per_window: Option<u32>,
     derivations: Semaphore,
+    single_flight: [tokio::sync::Mutex<()>; SINGLE_FLIGHT_LOCKS],
 }
 
 impl Authenticator {
@@ -194,6 +208,7 @@ impl Authenticator {
             )),
             failures_per_window: (failures_per_minute > 0).then_some(failures_per_minute),
             derivations: Semaphore::new(CONCURRENT_DERIVATIONS),
+            single_flight: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
@@ -221,10 +236,10 @@ impl Authenticator {
         &self,
         presented: PresentedCredentials<'_>,
         client: IpAddr,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Verification, AuthError> {
         let fingerprint = self.fingerprint(presented);
         if self.is_cached(&fingerprint) {
-            return Ok(());
+            return Ok(Verification::Cached);
         }
         let PresentedCredentials {
             decryption_key,
@@ -238,6 +253,13 @@ impl Authenticator {
         // Before queueing for a derivation: a throttled flood must not take the queue from
         // clients whose credentials are merely not cached yet.
         self.check_throttle(client)?;
+        let lock = &self.single_flight[usize::from(fingerprint[0]) % SINGLE_FLIGHT_LOCKS];
+        let _turn = tokio::time::timeout(2 * DERIVATION_QUEUE_WAIT, lock.lock())
+            .await
+            .map_err(|_| AuthError::Busy)?;
+        if self.is_cached(&fingerprint) {
+            return Ok(Verification::Cached);
+        }
         let _permit = tokio::time::timeout(DERIVATION_QUEUE_WAIT, self.derivations.acquire())
             .await
             .map_err(|_| AuthError::Busy)?
@@ -269,7 +291,7 @@ impl Authenticator {
         };
         self.forgive_attempt(client);
         self.remember(fingerprint, api_key);
-        Ok(())
+        Ok(Verification::Derived)
     }
 
     /// Refuses, without counting, an address whose budget is already spent.
@@ -422,9 +444,9 @@ mod tests {
         let (secrets, api_key) = credentials::generate().unwrap();
         let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
         let good = presented(&secrets);
-        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(Verification::Derived));
         // Served from the cache the second time.
-        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(Verification::Cached));
         let wrong_key = PresentedCredentials {
             comparison_key: "x",
             ..good
@@ -456,8 +478,14 @@ mod tests {
         let (second, second_key) = credentials::generate().unwrap();
         let (stranger, _) = credentials::generate().unwrap();
         let auth = Authenticator::new(keys(&[&first_key, &second_key]), FAILURES);
-        assert_eq!(auth.verify(presented(&first), CLIENT).await, Ok(()));
-        assert_eq!(auth.verify(presented(&second), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&first), CLIENT).await,
+            Ok(Verification::Derived)
+        );
+        assert_eq!(
+            auth.verify(presented(&second), CLIENT).await,
+            Ok(Verification::Derived)
+        );
         assert_eq!(
             auth.verify(presented(&stranger), CLIENT).await,
             Err(AuthError::Failed)
@@ -535,14 +563,20 @@ mod tests {
         let (secrets, api_key) = credentials::generate().unwrap();
         let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
         fail_times(&auth, CLIENT, FAILURES - 1).await;
-        assert_eq!(auth.verify(presented(&secrets), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&secrets), CLIENT).await,
+            Ok(Verification::Derived)
+        );
         fail_times(&auth, CLIENT, 1).await;
         assert!(matches!(
             auth.verify(wrong("last"), CLIENT).await,
             Err(AuthError::Throttled { .. })
         ));
         // Credentials already verified still pass from a throttled address.
-        assert_eq!(auth.verify(presented(&secrets), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&secrets), CLIENT).await,
+            Ok(Verification::Cached)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -565,12 +599,33 @@ mod tests {
         assert_eq!(started.elapsed(), DERIVATION_QUEUE_WAIT);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_with_the_same_credentials_derive_once() {
+        let (secrets, api_key) = credentials::generate().unwrap();
+        let auth = Arc::new(Authenticator::new(keys(&[&api_key]), FAILURES));
+        let attempts = (0..10).map(|_| {
+            let (auth, secrets) = (auth.clone(), secrets.clone());
+            tokio::spawn(async move { auth.verify(presented(&secrets), CLIENT).await })
+        });
+        let outcomes: Vec<_> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let count = |wanted: Verification| outcomes.iter().filter(|o| **o == Ok(wanted)).count();
+        assert_eq!(
+            (count(Verification::Derived), count(Verification::Cached)),
+            (1, 9),
+            "{outcomes:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cached_success_expires_when_idle_and_after_its_lifetime() {
         let (secrets, api_key) = credentials::generate().unwrap();
         let auth = Authenticator::new(keys(&[&api_key]), FAILURES);
         let good = presented(&secrets);
-        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(Verification::Derived));
         let all = hold_derivations(&auth);
         // Used within its idle time, the entry slides...
         let step = CACHE_IDLE_TTL - Duration::from_secs(1);
@@ -578,17 +633,21 @@ mod tests {
         while used + step < CACHE_LIFETIME {
             tokio::time::advance(step).await;
             used += step;
-            assert_eq!(auth.verify(good, CLIENT).await, Ok(()), "after {used:?}");
+            assert_eq!(
+                auth.verify(good, CLIENT).await,
+                Ok(Verification::Cached),
+                "after {used:?}"
+            );
         }
         // ...but never past its lifetime.
         tokio::time::advance(CACHE_LIFETIME - used).await;
         assert_eq!(auth.verify(good, CLIENT).await, Err(AuthError::Busy));
         drop(all);
-        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(Verification::Derived));
 
         let all = hold_derivations(&auth);
         tokio::time::advance(CACHE_IDLE_TTL - Duration::from_millis(1)).await;
-        assert_eq!(auth.verify(good, CLIENT).await, Ok(()));
+        assert_eq!(auth.verify(good, CLIENT).await, Ok(Verification::Cached));
         tokio::time::advance(CACHE_IDLE_TTL).await;
         assert_eq!(auth.verify(good, CLIENT).await, Err(AuthError::Busy));
         drop(all);
@@ -599,18 +658,30 @@ mod tests {
         let (old, old_key) = credentials::generate().unwrap();
         let (new, new_key) = credentials::generate().unwrap();
         let auth = Authenticator::new(keys(&[&old_key]), FAILURES);
-        assert_eq!(auth.verify(presented(&old), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&old), CLIENT).await,
+            Ok(Verification::Derived)
+        );
         auth.replace_api_keys(keys(&[&old_key, &new_key]));
         let _still_cached = hold_derivations(&auth);
-        assert_eq!(auth.verify(presented(&old), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&old), CLIENT).await,
+            Ok(Verification::Cached)
+        );
         drop(_still_cached);
-        assert_eq!(auth.verify(presented(&new), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&new), CLIENT).await,
+            Ok(Verification::Derived)
+        );
         auth.replace_api_keys(keys(&[&new_key]));
         assert_eq!(
             auth.verify(presented(&old), CLIENT).await,
             Err(AuthError::Failed)
         );
-        assert_eq!(auth.verify(presented(&new), CLIENT).await, Ok(()));
+        assert_eq!(
+            auth.verify(presented(&new), CLIENT).await,
+            Ok(Verification::Cached)
+        );
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "PORT", default_value_t = 8082)]
     pub port: u16,
+    /// Address (HOST:PORT) of a separate listener for GET /metrics, which the API port then no
+    /// longer serves. Unset: /metrics is served on the API port.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Directory of the embedded local storage, used when STORAGE_URL is unset.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -127,6 +131,13 @@ pub struct ServeArgs {
     /// the transfer is failed.
     #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub body_idle_timeout_secs: u64,
+    /// Seconds a request body may take before BODY_MIN_RATE applies.
+    #[arg(long, env = "BODY_GRACE_SECS", default_value_t = 20)]
+    pub body_grace_secs: u64,
+    /// Slowest average rate, in bytes per second, of a request body once BODY_GRACE_SECS are
+    /// spent (each byte buys 1/rate seconds more); slower clients get 400. 0 turns it off.
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 500)]
+    pub body_min_rate: u64,
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -123,6 +123,8 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
             max_recipients: args.max_recipients,
             max_upload_bytes: args.max_upload_bytes,
             body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+            body_grace: Duration::from_secs(args.body_grace_secs),
+            body_min_rate: args.body_min_rate,
             max_concurrent_transfers: args.max_concurrent_transfers,
             auth_failures_per_minute: args.auth_failures_per_minute,
             ..Limits::default()

@@ -584,8 +584,10 @@ mod tests {
         rotate_key_files(dir.path()).unwrap();
         let keys = load_key_files(dir.path()).unwrap();
         let retired = keys.retired[0].public_key().fingerprint().to_owned();
+        assert!(keys.cached_unwrap(&cache_id(&wrapped)).is_none());
         for _ in 0..2 {
             let opened = keys.unwrap_key(&wrapped).unwrap();
+            assert!(keys.cached_unwrap(&cache_id(&wrapped)).is_some());
             assert_eq!(opened.data_key, data_key);
             assert_eq!(
                 (opened.role, opened.fingerprint),
@@ -630,6 +632,10 @@ mod tests {
             ]
         );
         let listed = list_keys(dir.path()).unwrap();
+        assert_eq!(
+            [KeyRole::Current.as_str(), KeyRole::Retired.as_str()],
+            ["current", "retired"]
+        );
         let roles: Vec<KeyRole> = listed.iter().map(|l| l.role).collect();
         assert_eq!(
             roles,
@@ -661,6 +667,17 @@ mod tests {
         std::fs::write(partial.join(PRIVATE_KEY_FILE), "half").unwrap();
         let keys = load_key_files(dir.path()).unwrap();
         assert!(keys.retired.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_retired_directory_is_an_error_not_an_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        generate_key_files(dir.path(), false).unwrap();
+        std::fs::write(dir.path().join(RETIRED_DIR), "not a directory").unwrap();
+        assert!(matches!(
+            load_key_files(dir.path()),
+            Err(KeyError::Io { path, .. }) if path.ends_with(RETIRED_DIR)
+        ));
     }
 
     #[test]

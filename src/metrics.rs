@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::transfer::BlobFormat;
+
 /// Upper bounds (seconds) of the request duration histogram buckets.
 const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0,
@@ -59,8 +61,12 @@ pub struct Metrics {
     aborted: AtomicU64,
     auth_failures: AtomicU64,
     storage_errors: AtomicU64,
+    integrity_failures: [AtomicU64; 2],
     in_flight: AtomicI64,
 }
+
+/// The formats integrity failures are counted by, in the order of `Metrics::integrity_failures`.
+const FORMATS: [BlobFormat; 2] = [BlobFormat::Stream, BlobFormat::Fernet];
 
 impl Metrics {
     /// A request started.
@@ -111,6 +117,12 @@ impl Metrics {
         self.storage_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A response body was cut off because stored data of `format` failed authentication.
+    pub fn integrity_failed(&self, format: BlobFormat) {
+        let index = FORMATS.iter().position(|&f| f == format).expect("listed");
+        self.integrity_failures[index].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -147,6 +159,17 @@ impl Metrics {
             );
             let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", histogram.sum);
             let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+        }
+        let name = "blobprox_integrity_failures_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Response bodies cut off because stored data failed authentication, by blob format.",
+        );
+        for (format, count) in FORMATS.iter().zip(&self.integrity_failures) {
+            let count = count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{format=\"{}\"}} {count}", format.as_str());
         }
         header(
             &mut out,
@@ -228,6 +251,7 @@ mod tests {
             aborted: false,
         });
         metrics.auth_failed();
+        metrics.integrity_failed(BlobFormat::Fernet);
         metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
         metrics.key_unwrapped("00aa11bb22cc33dd", "retired");
         let text = metrics.render();
@@ -246,5 +270,7 @@ mod tests {
         assert!(text.contains("blobprox_sent_bytes_total 451"));
         assert!(text.contains("blobprox_auth_failures_total 1"));
         assert!(text.contains("blobprox_requests_in_flight 0"));
+        assert!(text.contains("blobprox_integrity_failures_total{format=\"fernet\"} 1"));
+        assert!(text.contains("blobprox_integrity_failures_total{format=\"stream\"} 0"));
     }
 }

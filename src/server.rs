@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -36,10 +37,17 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        let metrics_listener = match &args.metrics_addr {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on METRICS_ADDR {address}: {e}"))?),
+            None => None,
+        };
         for notice in &config.notices {
             println!("{notice}");
         }
         println!("storage: {}", config.backend.describe());
+        if let Some(metrics) = &metrics_listener {
+            println!("metrics on http://{}/metrics", metrics.local_addr().map_err(|e| e.to_string())?);
+        }
         let scheme = if config.tls.is_some() { "https" } else { "http" };
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {scheme}://{local}");
@@ -55,13 +63,20 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             config.api_key_file.clone(),
         ));
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        let router = http::router(state);
+        let shutdown = shutdown_signal().shared();
+        let router = match metrics_listener {
+            Some(metrics) => {
+                tokio::spawn(http::serve(metrics, http::metrics_router(state.clone()), shutdown.clone(), grace, config.connection_limits));
+                http::api_router(state)
+            }
+            None => http::router(state),
+        };
         let served = match config.tls {
             Some(tls) => {
                 tokio::spawn(reload_certificate_on_hangup(tls.cert));
-                http::serve_tls(listener, tls.config, router, shutdown_signal(), grace, config.connection_limits).await
+                http::serve_tls(listener, tls.config, router, shutdown, grace, config.connection_limits).await
             }
-            None => http::serve(listener, router, shutdown_signal(), grace, config.connection_limits).await,
+            None => http::serve(listener, router, shutdown, grace, config.connection_limits).await,
         };
         served.map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");

@@ -37,6 +37,13 @@ pub enum TransferError {
     Crypto(CryptoError),
 }
 
+impl TransferError {
+    /// Whether stored data failed authentication (rather than storage failing to deliver it).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(self, TransferError::Corrupt(_))
+    }
+}
+
 impl From<CryptoError> for TransferError {
     fn from(error: CryptoError) -> Self {
         match error {
@@ -60,6 +67,16 @@ pub enum BlobFormat {
     Stream,
     /// A Fernet token, readable by the Python proxy.
     Fernet,
+}
+
+impl BlobFormat {
+    /// The format's name, as `BLOB_FORMAT` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobFormat::Stream => "stream",
+            BlobFormat::Fernet => "fernet",
+        }
+    }
 }
 
 impl std::str::FromStr for BlobFormat {
@@ -233,6 +250,14 @@ impl OpenedBlob {
         }
     }
 
+    /// The format the blob is stored in.
+    pub fn format(&self) -> BlobFormat {
+        match self.layout {
+            Layout::Fernet(_) => BlobFormat::Fernet,
+            Layout::Stream { .. } => BlobFormat::Stream,
+        }
+    }
+
     /// Whether parts of the plaintext can be read alone (a Fernet token must be read whole).
     pub fn supports_ranges(&self) -> bool {
         matches!(self.layout, Layout::Stream { .. })
@@ -285,7 +310,14 @@ impl OpenedBlob {
             }
         }
         let mut plaintext = Vec::new();
-        decryptor.finish(&mut plaintext)?;
+        decryptor
+            .finish(&mut plaintext)
+            .map_err(|error| match error {
+                CryptoError::AuthenticationFailed => {
+                    TransferError::Corrupt("the token changed while it was read".into())
+                }
+                other => other.into(),
+            })?;
         delivery.send(Ok(Bytes::from(plaintext))).await;
         Ok(())
     }

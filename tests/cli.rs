@@ -219,6 +219,39 @@ fn development_start_makes_keys_and_credentials_and_accepts_them() {
 }
 
 #[test]
+fn metrics_addr_moves_metrics_off_the_api_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut command = blobprox(dir.path());
+    command
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+    let served = serve(command, &[]);
+    assert!(
+        served.banner.contains(&format!(
+            "metrics on http://127.0.0.1:{metrics_port}/metrics"
+        )),
+        "{:?}",
+        served.banner
+    );
+    let get = |port: u16, path: &str| {
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}{path}")).unwrap()
+    };
+    let metrics = get(metrics_port, "/metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .unwrap()
+            .contains("blobprox_requests_in_flight")
+    );
+    assert_eq!(get(port, "/metrics").status(), 404);
+    assert_eq!(get(port, "/healthz").status(), 200);
+    assert_eq!(get(metrics_port, "/healthz").status(), 404);
+}
+
+#[test]
 fn bad_values_fail_with_one_line_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     for (args, env, expected) in [
@@ -382,6 +415,111 @@ impl Production {
                 self.credentials["key"].as_str().unwrap(),
             )
     }
+
+    /// Starts `serve` with logs at `level` going to files; returns once it answers.
+    fn spawn_logged(&self, level: &str) -> Child {
+        let mut command = self.command();
+        command
+            .env("RUST_LOG", level)
+            .stderr(std::fs::File::create(self.dir.path().join("server.log")).unwrap());
+        let child = command
+            .args(["serve"])
+            .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self
+            .client_request(reqwest::Method::GET, "/healthz")
+            .send()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child
+    }
+
+    /// Stops a server from [`Self::spawn_logged`] with SIGTERM; returns everything it logged.
+    fn stop_and_read_logs(&self, mut child: Child) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap();
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
+            + &std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap()
+    }
+}
+
+/// The `fields` of every JSON log line whose `request_id` is `id`.
+fn log_fields_of(logs: &str, id: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["request_id"] == id)
+        .map(|line| {
+            let mut fields = line["fields"].clone();
+            fields["level"] = line["level"].clone();
+            fields
+        })
+        .collect()
+}
+
+#[test]
+fn downloads_log_as_complete_and_integrity_failures_as_warnings() {
+    let production = Production::prepare();
+    let child = production.spawn_logged("info");
+    // Five 64 KiB segments; the open checks the last one, so a damaged second one shows mid-body.
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let wrapped = production.upload("whole.bin", content.clone());
+    let download = || production.download("whole.bin", &wrapped);
+    let response = download();
+    let complete_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(response.bytes().unwrap(), content);
+
+    let path = production.dir.path().join("data/box/whole.bin");
+    let mut stored = std::fs::read(&path).unwrap();
+    stored[100_000] ^= 1;
+    std::fs::write(&path, stored).unwrap();
+    let response = download();
+    assert_eq!(response.status(), 200);
+    let damaged_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        response.bytes().is_err(),
+        "a damaged blob must not end cleanly"
+    );
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", production.port))
+        .unwrap()
+        .text()
+        .unwrap();
+    let logs = production.stop_and_read_logs(child);
+
+    let complete = log_fields_of(&logs, &complete_id);
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    assert_eq!(complete[0]["aborted"], false, "{complete:?}");
+    assert_eq!(complete[0]["bytes_out"], 300_000, "{complete:?}");
+    let damaged = log_fields_of(&logs, &damaged_id);
+    let warning = damaged
+        .iter()
+        .find(|fields| fields["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning for the damaged download: {damaged:?}"));
+    assert_eq!(warning["format"], "stream", "{warning}");
+    assert!(
+        damaged.iter().any(|fields| fields["aborted"] == true),
+        "{damaged:?}"
+    );
+    assert!(
+        metrics.contains("blobprox_integrity_failures_total{format=\"stream\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("blobprox_aborted_responses_total 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -406,11 +544,14 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", production.port)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     stream.write_all(&file[..1 << 20]).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // The upload must be under way (its head read) before the signal: a connection whose
+    // request has not been read yet is idle, and shutdown closes idle connections.
+    eventually("the upload is in flight", || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", production.port))
+            .and_then(|r| r.text())
+            .is_ok_and(|text| text.contains("blobprox_requests_in_flight 2"))
+    });
+    signal(&served, "-TERM");
     // The rest arrives slowly, after the signal.
     for chunk in file[1 << 20..].chunks(256 << 10) {
         std::thread::sleep(Duration::from_millis(100));
@@ -429,44 +570,8 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
 #[test]
 fn logs_never_contain_secrets() {
     let production = Production::prepare();
-    let log_path = production.dir.path().join("server.log");
-    let mut command = production.command();
-    command
-        .env("RUST_LOG", "trace")
-        .stderr(std::fs::File::create(&log_path).unwrap());
-    let mut child = command
-        .args(["serve"])
-        .stdout(std::fs::File::create(production.dir.path().join("stdout.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let public_key = loop {
-        let response = production
-            .client_request(reqwest::Method::GET, "/key/public")
-            .send();
-        if let Ok(response) = response {
-            break response.json::<serde_json::Value>().unwrap()["public_key"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let form = reqwest::blocking::multipart::Form::new()
-        .text(
-            "public-keys",
-            serde_json::json!({ "me": public_key }).to_string(),
-        )
-        .text("file", "confidential content");
-    let answer: serde_json::Value = production
-        .client_request(reqwest::Method::POST, "/upload/box/patient.txt")
-        .multipart(form)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let wrapped = answer["keys"]["me"].as_str().unwrap().to_owned();
+    let child = production.spawn_logged("trace");
+    let wrapped = production.upload("patient.txt", b"confidential content".to_vec());
     production
         .client_request(reqwest::Method::GET, "/download/box/patient.txt")
         .header("x-blob-key", &wrapped)
@@ -486,13 +591,7 @@ fn logs_never_contain_secrets() {
         .header("x-decryption-key", "wrong-but-secret-value")
         .send()
         .unwrap();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
-
-    let logs = std::fs::read_to_string(&log_path).unwrap()
-        + &std::fs::read_to_string(production.dir.path().join("stdout.log")).unwrap();
+    let logs = production.stop_and_read_logs(child);
     assert!(
         logs.contains("\"route\":\"/download/{container}/{*blob}\""),
         "JSON request lines: {logs}"

@@ -416,29 +416,196 @@ fn arbitrary_multipart_forms_never_cause_a_server_error() {
     assert!(names.iter().all(|n| n == "prop.bin"), "{names:?}");
 }
 
+/// Sends `head`, then each piece after its pause, to `address` while reading the answer;
+/// returns what the server answered within `wait`.
+async fn answer_while_sending(
+    address: &str,
+    head: String,
+    pieces: Vec<(Duration, bytes::Bytes)>,
+    wait: Duration,
+) -> String {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        for (pause, piece) in pieces {
+            tokio::time::sleep(pause).await;
+            writer.write_all(&piece).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, reader.read_to_end(&mut answer)).await;
+    sender.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sends an upload whose first part header never ends (20 MiB of it) to `address`; returns
+/// what the server answered.
+async fn send_endless_part_header(address: String, path: String) -> String {
+    static MEBIBYTE: [u8; 1 << 20] = [b'x'; 1 << 20];
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 1000000000\r\n\r\n--B\r\nX-Endless: ",
+        credential_lines()
+    );
+    let pieces = vec![(Duration::ZERO, bytes::Bytes::from_static(&MEBIBYTE)); 20];
+    answer_while_sending(&address, head, pieces, Duration::from_secs(30)).await
+}
+
 #[tokio::test]
 async fn endless_part_headers_are_refused_before_memory_runs_out() {
     let server = TestServer::start().await;
     let address = server.url.trim_start_matches("http://").to_owned();
-    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
-         Content-Length: 1000000000\r\n\r\n--B\r\nX-Endless: ",
-        server.upload_path("h.bin"),
-        credential_lines()
-    );
-    let sender = tokio::spawn(async move {
-        writer.write_all(head.as_bytes()).await?;
-        for _ in 0..40 {
-            writer.write_all(&[b'x'; 1 << 20]).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), reader.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = send_endless_part_header(address, server.upload_path("h.bin")).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("multipart headers are larger"), "{answer}");
-    sender.abort();
+}
+
+#[tokio::test]
+async fn names_the_local_backend_reserves_are_400_without_the_name() {
+    let server = TestServer::start().await;
+    // `#` and digits end object_store's own part files on a local disk; `%23` is `#`.
+    let name = "dir/p-42%237";
+    let response = server.upload(name, b"x", None).await;
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        assert_eq!(response.status(), 200, "Azure stores any such name");
+        return;
+    }
+    let text = detail(response, 400).await;
+    assert!(text.contains("local backend"), "{text}");
+    assert!(!text.contains("p-42"), "{text}");
+    let response = server.download(name, "irrelevant").await;
+    assert_eq!(response.status(), 400);
+    let wrapped = server.upload_ok("dir/other", b"x").await;
+    let text = detail(server.download(name, &wrapped).await, 400).await;
+    assert!(!text.contains("p-42"), "{text}");
+    assert!(server.raw_names().await.iter().all(|n| !n.contains("p-42")));
+}
+
+#[tokio::test]
+async fn names_with_invisible_format_characters_are_400_and_store_nothing() {
+    let server = TestServer::start().await;
+    // U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 LEFT-TO-RIGHT ISOLATE, U+200B ZERO WIDTH SPACE.
+    for name in [
+        "invoice%E2%80%AEfdp.exe",
+        "a%E2%81%A6b",
+        "zero%E2%80%8Bwidth",
+    ] {
+        let response = server.upload(name, b"x", None).await;
+        assert!(
+            detail(response, 400).await.contains("format character"),
+            "{name}"
+        );
+        let response = server.download(name, "irrelevant").await;
+        assert!(
+            detail(response, 400).await.contains("format character"),
+            "{name}"
+        );
+    }
+    assert!(server.raw_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn endless_part_headers_from_eight_clients_keep_memory_per_transfer() {
+    if std::env::var(common::AZURE_ENV).is_ok() {
+        return; // The headers never reach storage; once, on the local backend, is enough.
+    }
+    let server = common::BinaryServer::start(&[]).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let before = server.memory_kib("VmHWM");
+    let path = format!("/upload/{}/h.bin", common::CONTAINER);
+    let clients = (0..8).map(|_| send_endless_part_header(address.clone(), path.clone()));
+    let answers = futures::future::join_all(clients).await;
+    let growth_mib = server.memory_kib("VmHWM").saturating_sub(before) / 1024;
+    // The README promises about 4 MiB per upload.
+    assert!(growth_mib < 8 * 4, "peak memory grew by {growth_mib} MiB");
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_not_stored() {
+    let server = TestServer::start().await;
+    let recipients = recipients(&server).await;
+    let body = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\
+         --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nall of it\r\n\
+         --B--\r\n"
+    );
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        server.upload_path("short.bin"),
+        credential_lines(),
+        body.len() + 100
+    );
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Half-close: the promised 100 bytes will never come.
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.raw_names().await.is_empty());
+}
+
+/// Sends `head` at once and then `body` one byte every 300 ms (well within the idle timeout);
+/// returns what the server answered, or "" if it kept waiting for 15 s.
+async fn trickle(server: &TestServer, head: String, body: Vec<u8>) -> String {
+    let body = bytes::Bytes::from(body);
+    let pieces = (0..body.len())
+        .map(|i| (Duration::from_millis(300), body.slice(i..i + 1)))
+        .collect();
+    let address = server.url.trim_start_matches("http://");
+    answer_while_sending(address, head, pieces, Duration::from_secs(15)).await
+}
+
+#[tokio::test]
+async fn trickling_bodies_are_cut_off_after_the_grace_period_and_free_their_slot() {
+    let server = TestServer::start_with(Options {
+        limits: Limits {
+            body_grace: Duration::from_secs(1),
+            body_min_rate: 1000,
+            max_concurrent_transfers: 1,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let wrapped = server.upload_ok("kept.bin", b"x").await;
+    let form = format!("decryption-key={wrapped}");
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.download_path("kept.bin"),
+        credential_lines(),
+        form.len()
+    );
+    let answer = trickle(&server, head, form.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("slower than 1000 bytes per second"),
+        "{answer}"
+    );
+    let body = b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nslow".to_vec();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 100000\r\n\r\n",
+        server.upload_path("slow.bin"),
+        credential_lines()
+    );
+    let answer = trickle(&server, head, body).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The only transfer slot is free again.
+    server.upload_ok("after.bin", b"y").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!server.raw_names().await.contains(&"slow.bin".to_owned()));
 }

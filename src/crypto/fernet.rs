@@ -3,7 +3,8 @@
 //!
 //! Token: `0x80 | timestamp (u64 BE) | IV (16) | AES-128-CBC PKCS#7 ciphertext | HMAC-SHA256 (32)`,
 //! stored as URL-safe base64 text. Opening takes two passes: [`FernetVerifier`] checks the MAC
-//! over the whole token (and learns the plaintext length), then [`FernetDecryptor`] decrypts.
+//! over the whole token (and learns the plaintext length), then [`FernetDecryptor`] decrypts and
+//! checks the MAC again before it releases the last plaintext block.
 
 use aws_lc_rs::cipher::{
     AES_128, DecryptingKey, DecryptionContext, EncryptionContext, StreamingDecryptingKey,
@@ -276,12 +277,18 @@ pub fn check_key_by_padding(key: &DataKey, tail_text: &[u8]) -> Result<(), Crypt
         .map_err(|_| CryptoError::AuthenticationFailed)
 }
 
-/// Second pass: decrypts token text whose MAC a [`FernetVerifier`] has already checked.
+/// Second pass: decrypts token text whose MAC a [`FernetVerifier`] has already checked, and
+/// checks the MAC again, since the stored token may have changed since the first pass. The last
+/// plaintext block is held back until that check passes, so an altered token can never be
+/// mistaken for a complete one.
 pub struct FernetDecryptor {
     cipher: StreamingDecryptingKey,
+    mac: hmac::Context,
     text: Base64Decoder,
     header_left: usize,
     ciphertext_left: u64,
+    tag: Vec<u8>,
+    held: Vec<u8>,
     decoded: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -296,15 +303,22 @@ impl FernetDecryptor {
         )?;
         Ok(Self {
             cipher,
+            mac: hmac::Context::with_key(&hmac::Key::new(
+                hmac::HMAC_SHA256,
+                key.fernet_signing_key(),
+            )),
             text: Base64Decoder::default(),
             header_left: HEADER_LEN,
             ciphertext_left: verified.ciphertext_len,
+            tag: Vec::with_capacity(MAC_LEN),
+            held: Vec::with_capacity(2 * BLOCK_LEN),
             decoded: Vec::new(),
             scratch: Vec::new(),
         })
     }
 
-    /// Feeds the next piece of token text, appending plaintext to `out`.
+    /// Feeds the next piece of token text, appending plaintext to `out` (all but the last
+    /// block seen so far).
     pub fn update(&mut self, text: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
         self.decoded.clear();
         self.text.update(text, &mut self.decoded)?;
@@ -314,42 +328,59 @@ impl FernetDecryptor {
         Ok(())
     }
 
-    /// Decrypts the rest and strips the padding.
+    /// Decrypts the rest, checks the MAC and only then appends the held-back plaintext.
     pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
         let mut decoded = Vec::new();
         std::mem::take(&mut self.text).finish(&mut decoded)?;
         self.decrypt(&decoded, out)?;
-        if self.ciphertext_left != 0 {
+        if self.ciphertext_left != 0 || self.tag.len() != MAC_LEN {
             return Err(CryptoError::Corrupt(
                 "token shorter than when it was verified",
             ));
         }
-        let start = out.len();
-        out.resize(start + BLOCK_LEN, 0);
+        let expected = self.mac.sign();
+        verify_slices_are_equal(expected.as_ref(), &self.tag)
+            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        let mut last = [0u8; BLOCK_LEN];
         let written = self
             .cipher
-            .finish(&mut out[start..])
+            .finish(&mut last)
             .map_err(|_| CryptoError::Corrupt("invalid padding"))?
             .written()
             .len();
-        out.truncate(start + written);
+        out.extend_from_slice(&self.held);
+        out.extend_from_slice(&last[..written]);
         Ok(())
     }
 
     fn decrypt(&mut self, mut decoded: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let skip = self.header_left.min(decoded.len());
-        self.header_left -= skip;
-        decoded = &decoded[skip..];
+        let header = self.header_left.min(decoded.len());
+        self.header_left -= header;
+        self.mac.update(&decoded[..header]);
+        decoded = &decoded[header..];
         let take = usize::try_from(self.ciphertext_left)
             .unwrap_or(usize::MAX)
             .min(decoded.len());
         self.ciphertext_left -= take as u64;
-        let ciphertext = &decoded[..take];
+        let (ciphertext, tag) = decoded.split_at(take);
+        if self.tag.len() + tag.len() > MAC_LEN {
+            return Err(CryptoError::Corrupt(
+                "token longer than when it was verified",
+            ));
+        }
+        self.tag.extend_from_slice(tag);
+        self.mac.update(ciphertext);
         self.scratch.resize(ciphertext.len() + BLOCK_LEN, 0);
-        let plain = self
+        let update = self
             .cipher
             .less_safe_update(ciphertext, &mut self.scratch)?;
-        out.extend_from_slice(plain.written());
+        let plain = update.written();
+        // Release all but the last block: should the MAC fail, the body must stay incomplete
+        // even when the final ciphertext block is nothing but padding.
+        self.held.extend_from_slice(plain);
+        let release = self.held.len().saturating_sub(BLOCK_LEN);
+        out.extend_from_slice(&self.held[..release]);
+        self.held.drain(..release);
         Ok(())
     }
 }
@@ -389,6 +420,42 @@ mod tests {
             decrypt(&other, token.as_bytes()),
             Err(CryptoError::AuthenticationFailed)
         );
+    }
+
+    /// Verifies `token`, then runs the second pass over `second` (the token as read again);
+    /// returns the plaintext released before `finish` and the result of `finish`.
+    fn second_pass(token: &[u8], second: &[u8]) -> (usize, Result<Vec<u8>, CryptoError>) {
+        let mut verifier = FernetVerifier::new(&key());
+        verifier.update(token).unwrap();
+        let verified = verifier.finish().unwrap();
+        let mut decryptor = FernetDecryptor::new(&key(), &verified).unwrap();
+        let mut out = Vec::new();
+        if let Err(error) = decryptor.update(second, &mut out) {
+            return (out.len(), Err(error));
+        }
+        let released = out.len();
+        (released, decryptor.finish(&mut out).map(|()| out))
+    }
+
+    #[test]
+    fn a_token_altered_after_verification_fails_the_second_pass_before_its_last_block() {
+        for len in [1, 15, 16, 17, 32, 100] {
+            let plaintext = vec![3u8; len];
+            let token = encrypt(&key(), &plaintext).unwrap().into_bytes();
+            let (released, result) = second_pass(&token, &token);
+            assert_eq!(result.unwrap(), plaintext, "{len}");
+            assert!(released < len, "{len}: the last block waits for the MAC");
+            // Flip one ciphertext byte in place: same length, valid base64.
+            let mut altered = token.clone();
+            let index = 40;
+            altered[index] = if altered[index] == b'A' { b'B' } else { b'A' };
+            let (released, result) = second_pass(&token, &altered);
+            assert!(result.is_err(), "{len}");
+            assert!(released < len, "{len}: {released} bytes released");
+            let mut longer = token.clone();
+            longer.extend_from_slice(b"AAAA");
+            assert!(second_pass(&token, &longer).1.is_err(), "{len}");
+        }
     }
 
     /// A token made with a fixed IV and time, so that what a wrong key does to it is fixed too.
@@ -433,6 +500,20 @@ mod tests {
         for len in [1, 100, 64 * 1024] {
             writer.update(&vec![0; len], &mut token).unwrap();
             assert!(writer.scratch.len() <= len + BLOCK_LEN, "{len}");
+        }
+    }
+
+    #[test]
+    fn decrypting_holds_no_more_than_a_chunk_and_a_block() {
+        let token = fixed_token(&key(), &vec![5; 100_000]);
+        let mut verifier = FernetVerifier::new(&key());
+        verifier.update(&token).unwrap();
+        let verified = verifier.finish().unwrap();
+        let mut decryptor = FernetDecryptor::new(&key(), &verified).unwrap();
+        let mut out = Vec::new();
+        for chunk in token.chunks(4096) {
+            decryptor.update(chunk, &mut out).unwrap();
+            assert!(decryptor.scratch.len() <= chunk.len() + BLOCK_LEN);
         }
     }
 

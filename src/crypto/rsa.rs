@@ -11,9 +11,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use super::CryptoError;
 use super::data_key::{DATA_KEY_LEN, DataKey};
 
-/// Smallest RSA modulus accepted for a recipient.
-pub const MIN_RSA_BITS: usize = 2048;
-
 /// Bytes of the public key's SHA-256 shown as its fingerprint (16 hex characters).
 const FINGERPRINT_BYTES: usize = 8;
 
@@ -103,7 +100,7 @@ pub struct RecipientKey {
 
 impl RecipientKey {
     /// Parses a PEM public key: SubjectPublicKeyInfo (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`),
-    /// of at least [`MIN_RSA_BITS`] bits.
+    /// of 2048 to 8192 bits.
     pub fn from_pem(text: &str) -> Result<Self, CryptoError> {
         let block =
             pem::parse(text).map_err(|_| invalid("is not a PEM-encoded public key".into()))?;
@@ -121,13 +118,9 @@ impl RecipientKey {
         Self::from_key(key)
     }
 
+    /// From a parsed key; aws-lc-rs parses only keys of 2048 to 8192 bits, so the size needs no
+    /// check of its own.
     fn from_key(key: PublicEncryptingKey) -> Result<Self, CryptoError> {
-        if key.key_size_bits() < MIN_RSA_BITS {
-            return Err(invalid(format!(
-                "is an RSA key of {} bits; at least {MIN_RSA_BITS} are required",
-                key.key_size_bits()
-            )));
-        }
         let der: PublicKeyX509Der<'static> = key.as_der()?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
         Ok(Self {
@@ -268,6 +261,68 @@ mod tests {
         ) {
             proptest::prop_assert!(KEY.unwrap_key(&STANDARD.encode(bytes)).is_err());
         }
+    }
+
+    /// An RSA-1024 public key (made with `openssl genrsa 1024`): too small to be a recipient.
+    const RSA_1024_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDDlpx7buA95rN3VhjzgM8UT3Fh\n6zYonZLyi0Stz8xlf9iw2ABatenjmdI8KOCPtJZ2XEQgPB7v98iCt8BVyZDptpI/\nfKc/f6BD0GhA14Qhit3b797jXZaNqnH4oMOe9ylhb4ddq6CnusYbvSiWhkFLKdXH\nf1+lkMTvwL0mwOx2uwIDAQAB\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn keys_under_2048_bits_are_refused_and_larger_ones_accepted() {
+        let refused = RecipientKey::from_pem(RSA_1024_PUBLIC).err().unwrap();
+        assert!(
+            refused.to_string().contains("2048 to 8192 bits"),
+            "{refused}"
+        );
+        let large = PrivateDecryptingKey::generate(KeySize::Rsa3072).unwrap();
+        assert!(RecipientKey::from_key(large.public_key()).is_ok());
+    }
+
+    /// The contents of the DER element that starts at `der[at..]`, and where it ends.
+    fn der_contents(der: &[u8], at: usize) -> (&[u8], usize) {
+        let (len, header) = match der[at + 1] {
+            short if short < 0x80 => (usize::from(short), 2),
+            long => {
+                let count = usize::from(long & 0x7f);
+                let len = der[at + 2..at + 2 + count]
+                    .iter()
+                    .fold(0, |acc, &b| acc << 8 | usize::from(b));
+                (len, 2 + count)
+            }
+        };
+        (&der[at + header..at + header + len], at + header + len)
+    }
+
+    #[test]
+    fn pkcs1_forms_of_both_keys_are_read() {
+        // PrivateKeyInfo: SEQUENCE { version, algorithm, OCTET STRING { PKCS#1 } }.
+        let (info, _) = der_contents(&KEY.pkcs8_der, 0);
+        let (_, after_version) = der_contents(info, 0);
+        let (_, after_algorithm) = der_contents(info, after_version);
+        let (pkcs1_private, _) = der_contents(info, after_algorithm);
+        let pem = encode_pem("RSA PRIVATE KEY", pkcs1_private);
+        let again = PrivateKey::from_pem(&pem).unwrap();
+        assert_eq!(
+            again.public_key().fingerprint(),
+            KEY.public_key().fingerprint()
+        );
+
+        // SubjectPublicKeyInfo: SEQUENCE { algorithm, BIT STRING { 0, PKCS#1 } }.
+        let spki = pem::parse(KEY.public_key().to_pem()).unwrap();
+        let (body, _) = der_contents(spki.contents(), 0);
+        let (_, after_algorithm) = der_contents(body, 0);
+        let (bits, _) = der_contents(body, after_algorithm);
+        let pem = encode_pem("RSA PUBLIC KEY", &bits[1..]);
+        let public = RecipientKey::from_pem(&pem).unwrap();
+        assert_eq!(public.to_pem(), KEY.public_key().to_pem());
+    }
+
+    #[test]
+    fn der_lengths_use_the_short_form_below_128_bytes_only() {
+        assert_eq!(der_element(0x04, &[9; 3]), [0x04, 3, 9, 9, 9]);
+        assert_eq!(der_element(0x04, &[0; 127])[..2], [0x04, 0x7f]);
+        assert_eq!(der_element(0x04, &[0; 128])[..3], [0x04, 0x81, 0x80]);
+        assert_eq!(der_element(0x30, &[0; 256])[..4], [0x30, 0x82, 0x01, 0x00]);
+        assert_eq!(der_element(0x30, &[0; 256]).len(), 260);
     }
 
     #[test]

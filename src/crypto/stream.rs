@@ -445,6 +445,29 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_header_is_told_apart_from_a_wrong_key() {
+        let blob = encrypt(b"hello", 5);
+        // Every checked byte after the magic: version, size, reserved, salt, commitment.
+        for index in MAGIC.len()..CHECKED_LEN {
+            let mut damaged = blob.clone();
+            damaged[index] ^= 0x20;
+            assert_eq!(
+                StreamHeader::parse(&damaged),
+                Err(CryptoError::Corrupt("the stream header is damaged")),
+                "byte {index}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_layout_knows_its_segment_size() {
+        let blob = encrypt(&[1; 200], 7);
+        let layout = StreamLayout::new(SMALL_SEGMENT, blob.len() as u64).unwrap();
+        assert_eq!(layout.segment_size(), u64::from(SMALL_SEGMENT));
+        assert_eq!(layout.segments_for(&(130..131)), 2..3);
+    }
+
+    #[test]
     fn wrong_key_is_reported_as_a_key_mismatch() {
         let blob = encrypt(b"hello", 5);
         let other = DataKey::from_bytes([4; 32]);

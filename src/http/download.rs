@@ -69,7 +69,9 @@ pub async fn download(
             CONTENT_DISPOSITION,
             content_disposition(target.blob.as_str()),
         )
-        .header(ACCEPT_RANGES, "bytes");
+        .header(ACCEPT_RANGES, "bytes")
+        // For the log and metrics, should the body fail its integrity check.
+        .extension(opened.format());
     response = match &range {
         Some(range) => response
             .status(StatusCode::PARTIAL_CONTENT)
@@ -140,7 +142,7 @@ async fn wrapped_key(request: Request, max_body: usize) -> Result<String, ApiErr
         return Ok(wrapped);
     }
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, max_body).await.map_err(|_| {
+    let body = form::small_body(body, max_body).await?.ok_or_else(|| {
         ApiError::TooLarge(format!(
             "the request body is larger than {max_body} bytes; a download needs only the \
              decryption-key field"

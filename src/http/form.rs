@@ -1,31 +1,26 @@
 //! Reading `multipart/form-data` bodies field by field, with the limits a proxy needs.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use super::error::ApiError;
-
-/// Body bytes the parser may hold that no field has handed out yet: part headers, boundaries,
-/// and data read ahead from the socket. Past this a client is sending headers without end.
-const MAX_UNCONSUMED_BYTES: u64 = 16 * 1024 * 1024;
+use super::framing::Framing;
 
 /// A multipart body, read one field at a time.
 pub struct FormReader {
     multipart: multer::Multipart<'static>,
-    consumed: Arc<AtomicU64>,
+    feed: Feed,
 }
 
 /// One field of a [`FormReader`].
 pub struct FormField {
     field: multer::Field<'static>,
-    consumed: Arc<AtomicU64>,
 }
 
 impl FormReader {
@@ -36,26 +31,48 @@ impl FormReader {
                 "expected a multipart/form-data body with a boundary in its Content-Type".into(),
             )
         })?;
-        let consumed = Arc::new(AtomicU64::new(0));
-        let stream = Accounted {
-            inner: body.into_data_stream(),
-            fed: 0,
-            consumed: consumed.clone(),
-        };
+        let feed = Feed(Arc::new(Mutex::new(FeedState {
+            body: body.into_data_stream(),
+            framing: Framing::new(&boundary),
+        })));
         Ok(Self {
-            multipart: multer::Multipart::new(stream, boundary),
-            consumed,
+            multipart: multer::Multipart::new(feed.clone(), boundary),
+            feed,
         })
     }
 
-    /// The next field, or `None` at the end of the form.
+    /// The next field, or `None` at the end of the form. The end of the form must also be the
+    /// end of the body: a body that is cut short of its declared length is refused.
     pub async fn next_field(&mut self) -> Result<Option<FormField>, ApiError> {
         let field = self.multipart.next_field().await.map_err(malformed)?;
-        Ok(field.map(|field| FormField {
-            field,
-            consumed: self.consumed.clone(),
-        }))
+        if field.is_none() {
+            // The parser stops at the closing boundary; what follows is an epilogue, bounded
+            // like the part headers, and must arrive whole.
+            while let Some(chunk) = self.feed.next().await {
+                chunk.map_err(|error| unreadable(&error))?;
+            }
+        }
+        Ok(field.map(|field| FormField { field }))
     }
+}
+
+/// The whole of a small body, or `None` when it is larger than `max` bytes (found without
+/// reading it when its length is declared).
+pub async fn small_body(body: Body, max: usize) -> Result<Option<Bytes>, ApiError> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > max as u64 {
+        return Ok(None);
+    }
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| unreadable(&error))?;
+        if bytes.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes.into()))
 }
 
 /// Whether `headers` declare a multipart body.
@@ -78,12 +95,7 @@ impl FormField {
 
     /// The next piece of the field's content.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
-        let chunk = self.field.chunk().await.map_err(malformed)?;
-        if let Some(chunk) = &chunk {
-            self.consumed
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
-        Ok(chunk)
+        self.field.chunk().await.map_err(malformed)
     }
 
     /// The whole field as text, refusing more than `max` bytes or non-UTF-8 content.
@@ -112,41 +124,39 @@ impl FormField {
 fn malformed(error: multer::Error) -> ApiError {
     match error {
         // The body itself failed (a slow or vanished client, endless headers): say so.
-        multer::Error::StreamReadFailed(source) => {
-            ApiError::BadRequest(format!("the request body could not be read: {source}"))
-        }
+        multer::Error::StreamReadFailed(source) => unreadable(source.as_ref()),
         other => ApiError::BadRequest(format!("malformed multipart body: {other}")),
     }
 }
 
-/// More body arrived than fields have handed out, by more than [`MAX_UNCONSUMED_BYTES`].
-#[derive(Debug, thiserror::Error)]
-#[error("the multipart headers are larger than {MAX_UNCONSUMED_BYTES} bytes")]
-struct HeadersTooLarge;
-
-/// The body stream, counting what goes into the parser against what fields hand out.
-struct Accounted<S> {
-    inner: S,
-    fed: u64,
-    consumed: Arc<AtomicU64>,
+/// The body could not be read; the innermost cause says why.
+fn unreadable(error: &(dyn std::error::Error + 'static)) -> ApiError {
+    let cause = std::iter::successors(Some(error), |e| e.source())
+        .last()
+        .expect("the error itself");
+    ApiError::BadRequest(format!("the request body could not be read: {cause}"))
 }
 
-impl<S> Stream for Accounted<S>
-where
-    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
-{
+/// The body as the parser reads it, checked against the framing limits; shared, so that the
+/// rest can be read once the parser has seen the end of the form.
+#[derive(Clone)]
+struct Feed(Arc<Mutex<FeedState>>);
+
+struct FeedState {
+    body: BodyDataStream,
+    framing: Framing,
+}
+
+impl Stream for Feed {
     type Item = Result<Bytes, axum::Error>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(bytes))) = &polled {
-            self.fed += bytes.len() as u64;
-            let held = self
-                .fed
-                .saturating_sub(self.consumed.load(Ordering::Relaxed));
-            if held > MAX_UNCONSUMED_BYTES {
-                return Poll::Ready(Some(Err(axum::Error::new(HeadersTooLarge))));
-            }
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut state = self.0.lock().expect("lock");
+        let polled = Pin::new(&mut state.body).poll_next(cx);
+        if let Poll::Ready(Some(Ok(bytes))) = &polled
+            && let Err(error) = state.framing.feed(bytes)
+        {
+            return Poll::Ready(Some(Err(axum::Error::new(error))));
         }
         polled
     }

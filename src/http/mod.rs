@@ -4,6 +4,7 @@ mod download;
 mod error;
 mod extract;
 mod form;
+mod framing;
 mod observe;
 mod openapi;
 mod range;
@@ -51,6 +52,11 @@ pub struct Limits {
     pub max_download_body_bytes: usize,
     /// Longest pause of a client inside a body: sending an upload, or taking a download.
     pub body_idle_timeout: Duration,
+    /// Time a request body may take before [`Self::body_min_rate`] applies.
+    pub body_grace: Duration,
+    /// Slowest average rate, in bytes per second, at which a request body may arrive once
+    /// [`Self::body_grace`] is spent: each byte buys `1 / rate` seconds more (0: no minimum).
+    pub body_min_rate: u64,
     /// Uploads and downloads served at once; more get 503.
     pub max_concurrent_transfers: usize,
     /// Wrong credentials allowed per client address and minute before 429 (0: no limit).
@@ -65,6 +71,8 @@ impl Default for Limits {
             max_upload_bytes: None,
             max_download_body_bytes: 64 * 1024,
             body_idle_timeout: Duration::from_secs(60),
+            body_grace: Duration::from_secs(20),
+            body_min_rate: 500,
             max_concurrent_transfers: 256,
             auth_failures_per_minute: 20,
         }
@@ -142,17 +150,39 @@ impl AppState {
     }
 }
 
-/// The full application router.
+/// The full application router, `/metrics` included.
 pub fn router(state: AppState) -> Router {
+    routes(state, true)
+}
+
+/// The application router without `/metrics`, which a listener of its own serves
+/// ([`metrics_router`]).
+pub fn api_router(state: AppState) -> Router {
+    routes(state, false)
+}
+
+/// Only `GET /metrics`, for a listener off the API network (`METRICS_ADDR`).
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+fn routes(state: AppState, with_metrics: bool) -> Router {
+    let mut router = Router::new()
         .route("/key/public", get(public_key))
         .route("/upload/{container}/{*blob}", post(upload::upload))
         .route("/download/{container}/{*blob}", get(download::download))
         .route("/share/{container}/{*blob}", post(share::share))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .route(
             "/openapi.json",
             get(|State(state): State<AppState>| async move { Json(openapi::document(&state.limits)) }),
@@ -349,7 +379,7 @@ async fn require_auth(
         comparison_key: header("x-comparison-key"),
     };
     match state.auth.verify(presented, peer.ip()).await {
-        Ok(()) => next.run(request).await,
+        Ok(_) => next.run(request).await,
         Err(error) => {
             state.metrics.auth_failed();
             ApiError::from(error).into_response()

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::AppState;
 use crate::metrics::{Metrics, RequestRecord};
+use crate::transfer::{BlobFormat, TransferError};
 
 /// The request id header, accepted from the client or generated, and echoed.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -45,13 +47,18 @@ pub async fn observe(
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
     let received = Arc::new(AtomicU64::new(0));
-    let idle_timeout = state.limits.body_idle_timeout;
+    let pace = BodyPace {
+        idle_timeout: state.limits.body_idle_timeout,
+        grace: state.limits.body_grace,
+        min_rate: state.limits.body_min_rate,
+    };
     let request = request.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
+            expected_len: None,
             on_end: None,
-            idle: Some(IdleTimer::new(idle_timeout)),
+            pace: Some(BodyTimer::new(pace)),
         })
     });
     state.metrics.request_started();
@@ -63,6 +70,7 @@ pub async fn observe(
         method,
         route,
         status: CLIENT_CLOSED_REQUEST,
+        format: None,
         received,
         started,
     }));
@@ -73,12 +81,20 @@ pub async fn observe(
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
     let mut finish = guard.0.take().expect("taken once");
     finish.status = response.status().as_u16();
+    finish.format = response.extensions().get::<BlobFormat>().copied();
+    // Hyper stops polling a body once it has sent Content-Length bytes, so reaching that
+    // length is what makes a response complete.
+    let expected_len = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     response.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: Arc::new(AtomicU64::new(0)),
+            expected_len,
             on_end: Some(finish),
-            idle: None,
+            pace: None,
         })
     })
 }
@@ -104,11 +120,35 @@ struct Finish {
     method: String,
     route: String,
     status: u16,
+    /// The format of the blob a download serves.
+    format: Option<BlobFormat>,
     received: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl Finish {
+    /// Reports why a response body was cut off; an integrity failure is counted by format.
+    fn body_failed(&self, error: &axum::Error) {
+        let transfer = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+            .find_map(|e| e.downcast_ref::<TransferError>());
+        match (transfer, self.format) {
+            (Some(failure), Some(format)) if failure.is_integrity_failure() => {
+                self.metrics.integrity_failed(format);
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    format = format.as_str(),
+                    error = %failure,
+                    "response cut off: stored data failed authentication"
+                );
+            }
+            _ => tracing::warn!(
+                request_id = %self.request_id,
+                error = %transfer.map_or_else(|| error.to_string(), ToString::to_string),
+                "response cut off"
+            ),
+        }
+    }
+
     fn run(self, bytes_out: u64, aborted: bool) {
         let record = RequestRecord {
             route: &self.route,
@@ -134,46 +174,106 @@ impl Finish {
 }
 
 /// A body that counts its data bytes; for responses it reports when it ends or is dropped, for
-/// requests it fails when the client stops sending.
+/// requests it fails when the client stops sending or sends too slowly.
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
+    expected_len: Option<u64>,
     on_end: Option<Finish>,
-    idle: Option<IdleTimer>,
+    pace: Option<BodyTimer>,
+}
+
+/// How slowly a request body may arrive, in the manner of Apache's mod_reqtimeout
+/// (`body=20,MinRate=500`): no pause longer than `idle_timeout`, and in all no longer than
+/// `grace` plus one second per `min_rate` bytes received.
+#[derive(Debug, Clone, Copy)]
+struct BodyPace {
+    idle_timeout: Duration,
+    grace: Duration,
+    min_rate: u64,
 }
 
 /// How long a request body has been waited for. Only time spent waiting on the client counts,
 /// not time in which the proxy was busy and did not ask for more.
-struct IdleTimer {
-    timeout: Duration,
+struct BodyTimer {
+    pace: BodyPace,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
+    /// When the current wait began, if the body is being waited for.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Waits that have ended, in all.
+    waited: Duration,
 }
 
-impl IdleTimer {
-    fn new(timeout: Duration) -> Self {
+impl BodyTimer {
+    fn new(pace: BodyPace) -> Self {
         Self {
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-            waiting: false,
+            pace,
+            deadline: Box::pin(tokio::time::sleep(pace.idle_timeout)),
+            waiting_since: None,
+            waited: Duration::ZERO,
         }
     }
 
-    /// Called when the body had nothing: true once the client has been silent too long.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = tokio::time::Instant::now() + self.timeout;
-            self.deadline.as_mut().reset(deadline);
+    /// Called when the body had nothing, with the bytes received so far: the reason to give up
+    /// once the client has been silent too long, or too slow in all.
+    fn expired(&mut self, received: u64, cx: &mut Context<'_>) -> Option<BodyTooSlow> {
+        let since = match self.waiting_since {
+            Some(since) => since,
+            None => {
+                let now = tokio::time::Instant::now();
+                self.waiting_since = Some(now);
+                let allowed = self.wait_allowed(received);
+                self.deadline.as_mut().reset(now + allowed);
+                now
+            }
+        };
+        self.deadline.as_mut().poll(cx).is_ready().then(|| {
+            if since.elapsed() >= self.pace.idle_timeout {
+                BodyTooSlow::Idle(self.pace.idle_timeout)
+            } else {
+                BodyTooSlow::BelowRate {
+                    min_rate: self.pace.min_rate,
+                    grace: self.pace.grace,
+                }
+            }
+        })
+    }
+
+    /// The longest the current wait may last.
+    fn wait_allowed(&self, received: u64) -> Duration {
+        let BodyPace {
+            idle_timeout,
+            grace,
+            min_rate,
+        } = self.pace;
+        if min_rate == 0 {
+            return idle_timeout;
         }
-        self.deadline.as_mut().poll(cx).is_ready()
+        let earned = grace + Duration::from_secs_f64(received as f64 / min_rate as f64);
+        idle_timeout.min(earned.saturating_sub(self.waited))
+    }
+
+    /// The body delivered something (or ended): the current wait is over.
+    fn answered(&mut self) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed();
+        }
     }
 }
 
-/// The request body stopped arriving.
+/// The request body stopped arriving, or arrives too slowly.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body stopped arriving for more than {0:?}")]
-struct BodyIdle(Duration);
+enum BodyTooSlow {
+    /// A pause longer than the idle timeout.
+    #[error("the request body stopped arriving for more than {0:?}")]
+    Idle(Duration),
+    #[error(
+        "the request body arrives slower than {min_rate} bytes per second (after {grace:?} of \
+         grace)"
+    )]
+    /// Less than the minimum rate once the grace period was spent.
+    BelowRate { min_rate: u64, grace: Duration },
+}
 
 impl HttpBody for CountingBody {
     type Data = Bytes;
@@ -184,14 +284,14 @@ impl HttpBody for CountingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Some(idle) = &mut self.idle {
+        let received = self.bytes.load(Ordering::Relaxed);
+        if let Some(pace) = &mut self.pace {
             if polled.is_pending() {
-                if idle.expired(cx) {
-                    let timeout = idle.timeout;
-                    return Poll::Ready(Some(Err(axum::Error::new(BodyIdle(timeout)))));
+                if let Some(reason) = pace.expired(received, cx) {
+                    return Poll::Ready(Some(Err(axum::Error::new(reason))));
                 }
             } else {
-                idle.waiting = false;
+                pace.answered();
             }
         }
         match &polled {
@@ -201,7 +301,12 @@ impl HttpBody for CountingBody {
                 }
             }
             Poll::Ready(None) => self.finish(false),
-            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(finish) = &self.on_end {
+                    finish.body_failed(error);
+                }
+                self.finish(true);
+            }
             Poll::Pending => {}
         }
         polled
@@ -227,7 +332,8 @@ impl CountingBody {
 impl Drop for CountingBody {
     fn drop(&mut self) {
         // Dropped before its end: the client went away, or the connection was aborted.
-        let ended = self.inner.is_end_stream();
+        let ended = self.inner.is_end_stream()
+            || self.expected_len == Some(self.bytes.load(Ordering::Relaxed));
         self.finish(!ended);
     }
 }

@@ -4,6 +4,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
+    ReqwestConnector,
+};
 use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use serde::Deserialize;
@@ -141,6 +145,7 @@ impl AzureAccount {
             .with_endpoint(self.endpoint.clone())
             .with_allow_http(self.endpoint.starts_with("http://"))
             .with_container_name(container)
+            .with_http_connector(CopyStatusConnector)
             // Throttling and 5xx are retried with backoff, briefly: past that the client gets 503.
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
@@ -164,6 +169,42 @@ impl AzureAccount {
         builder
             .build()
             .map_err(|e| StorageError::Config(e.to_string()))
+    }
+}
+
+/// A blob's `x-ms-copy-status` (`pending`, `success`, `aborted` or `failed`), which Azure reports
+/// for a blob made by Copy Blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CopyStatus(pub(super) String);
+
+/// object_store's HTTP client, recording `x-ms-copy-status` in the extensions of each response,
+/// which `get_opts` hands on (object_store itself ignores the header).
+#[derive(Debug)]
+struct CopyStatusConnector;
+
+impl HttpConnector for CopyStatusConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let client = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(CopyStatusService(client)))
+    }
+}
+
+#[derive(Debug)]
+struct CopyStatusService(HttpClient);
+
+#[async_trait::async_trait]
+impl HttpService for CopyStatusService {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let mut response = self.0.execute(request).await?;
+        let status = response
+            .headers()
+            .get("x-ms-copy-status")
+            .and_then(|value| value.to_str().ok())
+            .map(|value| CopyStatus(value.to_owned()));
+        if let Some(status) = status {
+            response.extensions_mut().insert(status);
+        }
+        Ok(response)
     }
 }
 

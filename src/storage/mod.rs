@@ -26,18 +26,18 @@ mod azure;
 mod names;
 
 pub use azure::AzureAccount;
-use azure::list_container;
+use azure::{CopyStatus, list_container};
 pub use names::{BlobName, ContainerName};
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
 
-/// Longest path segment a local filesystem stores (NAME_MAX on Linux).
-const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
 /// How long a readiness answer is reused.
 const READINESS_REUSE: Duration = Duration::from_secs(5);
 /// Age after which a staged upload is certainly abandoned.
 const STAGING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// Longest wait for Azure to finish a copy it reported as pending.
+const COPY_WAIT: Duration = Duration::from_secs(60);
 /// A container probed to check that the account answers; it need not exist.
 const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
 
@@ -99,6 +99,7 @@ pub enum StorageError {
 impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         use object_store::Error as E;
+        use std::io::ErrorKind;
         match &error {
             E::NotFound { .. } => StorageError::BlobNotFound,
             E::AlreadyExists { .. } => StorageError::AlreadyExists,
@@ -109,17 +110,14 @@ impl From<object_store::Error> for StorageError {
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
                 StorageError::Unauthorized(summarize(&error))
             }
-            _ => {
-                let text = summarize(&error);
-                // Local disk trouble surfaces as generic errors; the OS error tells which.
-                if text.contains("No space left on device") {
-                    StorageError::Full(text)
-                } else if text.contains("Not a directory") || text.contains("Is a directory") {
+            // Local disk trouble surfaces as generic errors; the OS error tells which.
+            _ => match innermost_io_error(&error).map(std::io::Error::kind) {
+                Some(ErrorKind::StorageFull) => StorageError::Full(summarize(&error)),
+                Some(ErrorKind::NotADirectory | ErrorKind::IsADirectory) => {
                     StorageError::NameConflict
-                } else {
-                    StorageError::Unavailable(text)
                 }
-            }
+                _ => StorageError::Unavailable(summarize(&error)),
+            },
         }
     }
 }
@@ -273,11 +271,15 @@ impl Storage {
                 Arc::new(store)
             }
         };
+        let local_dir = match &self.backend {
+            Backend::Local(root) => Some(root.join(name.as_str())),
+            _ => None,
+        };
         let mut stores = self.stores.write().expect("lock");
         let store = stores
             .entry(name.clone())
             .or_insert_with(|| {
-                tokio::spawn(sweep_staging(store.clone()));
+                tokio::spawn(sweep_staging(store.clone(), local_dir));
                 store
             })
             .clone();
@@ -285,23 +287,29 @@ impl Storage {
     }
 
     fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
-        let (max_segment_bytes, parts) = match self.backend {
-            Backend::Local(_) => (Some(LOCAL_MAX_SEGMENT_BYTES), LOCAL_PARTS),
-            Backend::Memory => (None, LOCAL_PARTS),
-            Backend::Azure(_) => (None, AZURE_PARTS),
+        let (local, parts) = match self.backend {
+            Backend::Local(_) => (true, LOCAL_PARTS),
+            Backend::Memory => (false, LOCAL_PARTS),
+            Backend::Azure(_) => (false, AZURE_PARTS),
         };
         Container {
             store,
-            max_segment_bytes,
+            local,
             parts,
         }
     }
 }
 
 /// Removes staged uploads old enough that no upload can still be writing them: leftovers of a
-/// crash or a kill, which the per-upload cleanup never saw.
-async fn sweep_staging(store: Arc<dyn ObjectStore>) {
+/// crash or a kill, which the per-upload cleanup never saw. In a local container (`local_dir`)
+/// the directory itself is read, since object_store does not list the `<uuid>#N` part files
+/// that an upload killed mid-body leaves.
+async fn sweep_staging(store: Arc<dyn ObjectStore>, local_dir: Option<PathBuf>) {
     let cutoff = chrono::Utc::now() - STAGING_MAX_AGE;
+    if let Some(dir) = local_dir {
+        sweep_local_staging(&dir.join(STAGING_PREFIX), cutoff.into()).await;
+        return;
+    }
     let stale: Vec<Path> = store
         .list(Some(&Path::from(STAGING_PREFIX)))
         .try_filter_map(
@@ -317,10 +325,26 @@ async fn sweep_staging(store: Arc<dyn ObjectStore>) {
     }
 }
 
+/// Removes the files in `staging` last modified before `cutoff`.
+async fn sweep_local_staging(staging: &std::path::Path, cutoff: std::time::SystemTime) {
+    let Ok(mut entries) = tokio::fs::read_dir(staging).await else {
+        return; // No upload has been staged here yet.
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let stale = entry.metadata().await.is_ok_and(|meta| {
+            meta.is_file() && meta.modified().is_ok_and(|modified| modified < cutoff)
+        });
+        if stale && let Err(error) = tokio::fs::remove_file(entry.path()).await {
+            tracing::warn!(error = %summarize(&error), "could not remove a stale staged upload");
+        }
+    }
+}
+
 /// One line about a storage error that names no blob, path or URL (blob names can identify
-/// patients, and these texts reach logs and clients): Azure's error code and message when the
-/// error carries Azure's XML body, else the innermost cause (an OS or network error).
-fn summarize(error: &dyn std::error::Error) -> String {
+/// patients, and these texts reach logs and clients). Only texts that cannot hold a name are
+/// used: Azure's error code and message when the error carries Azure's XML body, else the OS
+/// error, else the kind of HTTP failure or the HTTP status.
+fn summarize(error: &(dyn std::error::Error + 'static)) -> String {
     let text = error.to_string();
     let tag = |name: &str| {
         let start = text.find(&format!("<{name}>"))? + name.len() + 2;
@@ -330,14 +354,35 @@ fn summarize(error: &dyn std::error::Error) -> String {
     if let (Some(code), Some(message)) = (tag("Code"), tag("Message")) {
         return format!("Azure answered {code}: {message}");
     }
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
+    if let Some(io) = innermost_io_error(error) {
+        // A raw OS error prints only its description; other I/O errors may carry a path.
+        return match io.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+            None => io.kind().to_string(),
+        };
     }
-    let cause = cause.to_string();
-    // The innermost cause can still be a whole request description; keep its last clause.
-    let clause = cause.rsplit(": ").next().unwrap_or(&cause);
-    clause.lines().next().unwrap_or_default().to_owned()
+    let mut chain = std::iter::successors(Some(error), |e| e.source());
+    if let Some(http) = chain.find_map(|e| e.downcast_ref::<object_store::client::HttpError>()) {
+        return format!("the request to storage failed ({:?})", http.kind());
+    }
+    // object_store's request errors read "... status code: 503 Service Unavailable: ...".
+    let status = text
+        .split_once("status code: ")
+        .and_then(|(_, rest)| rest.get(..3))
+        .filter(|code| code.bytes().all(|b| b.is_ascii_digit()));
+    match status {
+        Some(code) => format!("storage answered HTTP {code}"),
+        None => "the storage backend failed".into(),
+    }
+}
+
+/// The innermost I/O error among the causes of `error`.
+fn innermost_io_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a std::io::Error> {
+    std::iter::successors(Some(error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .last()
 }
 
 /// Facts about a stored blob.
@@ -353,18 +398,18 @@ pub struct BlobInfo {
 #[derive(Clone)]
 pub struct Container {
     store: Arc<dyn ObjectStore>,
-    max_segment_bytes: Option<usize>,
+    /// Whether the local filesystem's extra name rules apply.
+    local: bool,
     parts: PartPlan,
 }
 
 impl Container {
     fn path(&self, blob: &BlobName) -> Result<Path, StorageError> {
-        if let Some(max) = self.max_segment_bytes
-            && blob.as_str().split('/').any(|s| s.len() > max)
+        if self.local
+            && let Some(problem) = blob.local_problem()
         {
             return Err(StorageError::InvalidName(format!(
-                "invalid blob name: a path segment is longer than {max} bytes, which this \
-                 backend cannot store"
+                "invalid blob name: {problem}, which the local backend cannot store"
             )));
         }
         blob.path()
@@ -490,6 +535,16 @@ impl StagedBlob {
                 .copy_if_not_exists(&self.staging, &self.target)
                 .await?;
         }
+        // The staged blob is the copy's source: it must stay until the copy is complete.
+        let status = || async {
+            let options = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            let head = self.store.get_opts(&self.target, options).await?;
+            Ok(head.extensions.get::<CopyStatus>().cloned())
+        };
+        wait_for_copy(status, COPY_WAIT).await?;
         match self.store.delete(&self.staging).await {
             Ok(()) => self.settled = true,
             Err(error) => {
@@ -497,6 +552,33 @@ impl StagedBlob {
             }
         }
         Ok(())
+    }
+}
+
+/// Waits while `status` reports a copy as pending, for at most `longest`. Azure may answer Copy Blob before the copy is
+/// done (`x-ms-copy-status: pending`), and object_store does not look; no client may hear that its
+/// upload succeeded before then. No status (the local and memory stores) means done.
+async fn wait_for_copy<F, Fut>(mut status: F, longest: Duration) -> Result<(), StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<CopyStatus>, StorageError>>,
+{
+    let deadline = tokio::time::Instant::now() + longest;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let status = status().await?;
+        match status.as_ref().map(|status| status.0.as_str()) {
+            None | Some("success") => return Ok(()),
+            Some("pending") if tokio::time::Instant::now() < deadline => {}
+            Some(other) => {
+                return Err(StorageError::Unavailable(format!(
+                    "Azure did not complete the copy that publishes the upload (copy status \
+                     {other})"
+                )));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -537,16 +619,55 @@ mod tests {
         );
         let local = object_store::Error::Generic {
             store: "LocalFileSystem",
-            source: Box::new(std::io::Error::other(format!(
-                "Unable to copy file from /data/c/patient-42.csv: {}",
-                std::io::Error::from_raw_os_error(28)
-            ))),
+            source: Box::new(Named {
+                text: "Unable to copy file from /data/c/patient-42.csv".into(),
+                source: Some(std::io::Error::from_raw_os_error(28)),
+            }),
         };
         let summary = summarize(&local);
         assert!(summary.starts_with("No space left on device"), "{summary}");
         assert!(
             matches!(StorageError::from(local), StorageError::Full(text) if !text.contains("patient"))
         );
+        // object_store's own refusal of a local name ends with the name itself.
+        let refused = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(Named {
+                text: "Filenames containing trailing '/#\\d+/' are not supported: dir/p-42#7"
+                    .into(),
+                source: None,
+            }),
+        };
+        let error = StorageError::from(refused).to_string();
+        assert!(!error.contains("p-42"), "{error}");
+        let path_in_io = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::other("cannot open /data/c/patient-42.csv")),
+        };
+        let error = StorageError::from(path_in_io).to_string();
+        assert!(!error.contains("patient"), "{error}");
+    }
+
+    /// An error whose text names a blob, as object_store's local errors do.
+    #[derive(Debug)]
+    struct Named {
+        text: String,
+        source: Option<std::io::Error>,
+    }
+
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match &self.source {
+                Some(source) => write!(f, "{}: {source}", self.text),
+                None => f.write_str(&self.text),
+            }
+        }
+    }
+
+    impl std::error::Error for Named {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_ref().map(|e| e as _)
+        }
     }
 
     fn blob(name: &str) -> BlobName {
@@ -595,6 +716,41 @@ mod tests {
             assert_eq!(result.is_ok(), content != b"second");
         }
         assert_eq!(read_all(&container, &name).await, b"third");
+    }
+
+    #[tokio::test]
+    async fn publishing_waits_for_a_pending_copy_and_fails_on_a_failed_one() {
+        let scripted = |statuses: &[&str]| {
+            let mut statuses: Vec<Option<CopyStatus>> = statuses
+                .iter()
+                .map(|s| Some(CopyStatus((*s).to_owned())))
+                .collect();
+            statuses.reverse();
+            let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = asked.clone();
+            let status = move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let next = statuses
+                    .pop()
+                    .unwrap_or_else(|| Some(CopyStatus("pending".into())));
+                async move { Ok(next) }
+            };
+            (status, asked)
+        };
+        let longest = Duration::from_millis(500);
+        let (status, asked) = scripted(&["pending", "pending", "success"]);
+        assert!(wait_for_copy(status, longest).await.is_ok());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let (status, _) = scripted(&["pending", "failed"]);
+        let error = wait_for_copy(status, longest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("copy status failed"), "{error}");
+        // Pending for ever: given up on, never taken for success.
+        let (status, _) = scripted(&[]);
+        assert!(wait_for_copy(status, longest).await.is_err());
+        assert!(wait_for_copy(|| async { Ok(None) }, longest).await.is_ok());
     }
 
     #[tokio::test]

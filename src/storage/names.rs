@@ -33,7 +33,8 @@ impl ContainerName {
 }
 
 /// A blob name: 1–1024 characters in at most 254 `/`-separated segments that are neither empty
-/// nor `.`/`..`; no control characters, no backslash (Azure turns it into `/`, so `a\..\b` would
+/// nor `.`/`..`; no control or format characters (bidi overrides and zero-width characters would
+/// let a name pose as another in listings and `Content-Disposition`), no backslash (Azure turns it into `/`, so `a\..\b` would
 /// become a `..` segment there), no trailing `.` (Azure does not support it), and not under
 /// [`STAGING_PREFIX`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct BlobName(String);
 
 /// Most `/`-separated segments Azure allows in a blob name.
 const MAX_SEGMENTS: usize = 254;
+/// Longest path segment a local filesystem stores (NAME_MAX on Linux).
+const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
 
 impl BlobName {
     /// Checks `name` against the naming rules above.
@@ -51,6 +54,11 @@ impl BlobName {
             Some(format!("it has {length} characters; 1 to 1024 are allowed"))
         } else if name.chars().any(char::is_control) {
             Some("it contains a NUL or control character".into())
+        } else if let Some(format) = name.chars().find(|&c| is_format_character(c)) {
+            Some(format!(
+                "it contains the invisible format character U+{:04X}",
+                u32::from(format)
+            ))
         } else if name.contains('\\') {
             Some("it contains a backslash, which Azure reads as '/'".into())
         } else if segments
@@ -81,10 +89,66 @@ impl BlobName {
         &self.0
     }
 
+    /// Why a local directory cannot hold this name, if it cannot: a segment longer than a
+    /// filename may be, or a last segment that object_store reserves for its own part files
+    /// (`#` followed by digits only, as in `scan#2`).
+    pub(super) fn local_problem(&self) -> Option<String> {
+        if self
+            .0
+            .split('/')
+            .any(|segment| segment.len() > LOCAL_MAX_SEGMENT_BYTES)
+        {
+            return Some(format!(
+                "a path segment is longer than {LOCAL_MAX_SEGMENT_BYTES} bytes"
+            ));
+        }
+        let last = self.0.rsplit('/').next().unwrap_or_default();
+        match last.split_once('#') {
+            Some((_, suffix))
+                if !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Some("the last path segment ends in '#' and digits only".into())
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn path(&self) -> Result<Path, StorageError> {
         Path::parse(&self.0)
             .map_err(|e| StorageError::InvalidName(format!("invalid blob name: {e}")))
     }
+}
+
+/// The characters of Unicode general category Cf (format), as of Unicode 15.1.
+const FORMAT_CHARACTERS: [(u32, u32); 21] = [
+    (0xAD, 0xAD),
+    (0x600, 0x605),
+    (0x61C, 0x61C),
+    (0x6DD, 0x6DD),
+    (0x70F, 0x70F),
+    (0x890, 0x891),
+    (0x8E2, 0x8E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format_character(c: char) -> bool {
+    let code = u32::from(c);
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&code))
 }
 
 #[cfg(test)]
@@ -130,6 +194,46 @@ mod tests {
             assert!(BlobName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(BlobName::parse(".blobprox-staging/x").is_err());
+    }
+
+    #[test]
+    fn format_characters_that_spoof_names_are_refused() {
+        for spoof in [
+            "invoice\u{202E}fdp.exe",
+            "a\u{2066}b",
+            "zero\u{200B}width",
+            "\u{FEFF}bom",
+            "soft\u{AD}hyphen",
+            "tag\u{E0041}",
+            "mark\u{200E}",
+        ] {
+            let error = BlobName::parse(spoof).unwrap_err();
+            assert!(error.contains("format character U+"), "{error}");
+        }
+        // Visible non-ASCII text stays allowed.
+        assert!(BlobName::parse("ärzte/東京/مرحبا.txt").is_ok());
+    }
+
+    #[test]
+    fn local_rules_match_object_stores_part_file_names() {
+        for local_only in ["p-42#7", "dir/a#0", "a#b#12"] {
+            let name = BlobName::parse(local_only).unwrap();
+            let expected = local_only != "a#b#12"; // object_store splits at the first '#'.
+            assert_eq!(name.local_problem().is_some(), expected, "{local_only}");
+        }
+        for fine in ["a#", "a#b", "dir#7/a", "#x1", "a#1b"] {
+            assert_eq!(
+                BlobName::parse(fine).unwrap().local_problem(),
+                None,
+                "{fine}"
+            );
+        }
+        assert!(
+            BlobName::parse(&"x".repeat(256))
+                .unwrap()
+                .local_problem()
+                .is_some()
+        );
     }
 
     #[test]

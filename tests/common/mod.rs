@@ -379,3 +379,75 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The `blobprox` binary serving a local data directory with the shared keys and credentials,
+/// for tests that watch the process itself (its memory, its signals).
+pub struct BinaryServer {
+    pub url: String,
+    pub child: std::process::Child,
+    pub data_dir: Arc<TempDir>,
+}
+
+impl BinaryServer {
+    /// Starts `blobprox serve` with container [`CONTAINER`] and the extra `env`; returns once
+    /// it answers.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(data_dir.path().join(CONTAINER)).unwrap();
+        Self::start_on(Arc::new(data_dir), env).await
+    }
+
+    /// Starts `blobprox serve` on an existing data directory (as a restart would).
+    pub async fn start_on(data_dir: Arc<TempDir>, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_blobprox"))
+            .arg("serve")
+            .env("PROD", "true")
+            .env("API_KEY", &SECRETS.api_key)
+            .env("KEY_VAULT_PATH", SECRETS.key_dir.path())
+            .env(
+                "STORAGE_URL",
+                format!("file://{}", data_dir.path().display()),
+            )
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{url}/healthz")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            url,
+            child,
+            data_dir,
+        }
+    }
+
+    /// A `/proc/PID/status` figure of the process in KiB, such as `VmHWM` (peak resident set).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
