@@ -6,6 +6,7 @@
 # AZURE_STORAGE_CONNECTION_STRING and Azurite's CPU sampled next to blobprox's. See bench/README.md.
 #
 #   SIZES="64M 1G"  FORMATS="stream fernet"  RANGE_SIZE=1G  REPEAT=1   as in bench.sh
+#   AZURITE_BENCH=memory.sh   run bench/memory.sh (peak memory of concurrent uploads) instead
 #   AZURITE_VERSION=3.37.0
 set -euo pipefail
 
@@ -74,7 +75,7 @@ EOF
 export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=$ACCOUNT;AccountKey=$ACCOUNT_KEY;BlobEndpoint=$ENDPOINT;"
 unset STORAGE_URL
 status=0
-SIZES="${SIZES:-64M 1G}" BENCH_WATCH="azurite=$AZ_PID" TMPDIR="$WORK" "$REPO_ROOT/bench/bench.sh" || status=$?
+SIZES="${SIZES:-64M 1G}" BENCH_WATCH="azurite=$AZ_PID" TMPDIR="$WORK" "$REPO_ROOT/bench/${AZURITE_BENCH:-bench.sh}" || status=$?
 echo
 echo "Azurite $AZURITE_VERSION (node $(node --version)), --location on $(df -P "$WORK" | awk 'NR == 2 {print $1}'):" \
     "peak RSS $(awk '/^VmHWM:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$AZ_PID/status" 2>/dev/null || echo unknown)," \

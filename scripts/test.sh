@@ -44,3 +44,16 @@ echo "== Python client: type check (mypy --strict)"
 command -v curl >/dev/null || { apt-get install -y curl || { apt-get update && apt-get install -y curl; }; }
 echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q
+
+echo "== Replicas: three blobprox on one Azurite behind haproxy, one killed mid-load (tests/replicas.py)"
+if ! command -v haproxy >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+fi
+BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" tests/replicas.py
+
+echo "== Kubernetes manifests, validated offline against the API schemas (no cluster runs here)"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+"$venv/bin/kubernetes-validate" --strict deploy/kubernetes/*.yaml
+
+echo "== Docker: image built offline, docker-compose.yaml run for real (scripts/docker-test.sh)"
+PYTHON="$venv/bin/python" scripts/docker-test.sh

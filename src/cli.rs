@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// Uploads and downloads served at once; more get 503 with Retry-After.
     #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
     pub max_concurrent_transfers: usize,
+    /// Bytes that all uploads and downloads together may buffer on their way to or from storage;
+    /// a transfer past it waits for others, reading no more from its client meanwhile.
+    #[arg(long, env = "MAX_BUFFER_BYTES", default_value_t = crate::storage::DEFAULT_MAX_BUFFER_BYTES)]
+    pub max_buffer_bytes: usize,
     /// Wrong credentials allowed per client address (IPv6: per /64) and minute; past them the
     /// address gets 429 without any key derivation. 0 turns the limit off.
     #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
@@ -164,7 +168,7 @@ pub struct KeygenArgs {
     /// Replace existing key files (anything encrypted for the old key pair becomes unreadable).
     #[arg(long, conflicts_with = "rotate")]
     pub force: bool,
-    /// Keep the current keys as retired (under DIR/retired/<UTC time>/, still unwrapping what
+    /// Keep the current keys as retired (under DIR/retired/UTC-TIME/, still unwrapping what
     /// was wrapped for them) and write new ones.
     #[arg(long)]
     pub rotate: bool,

@@ -122,7 +122,7 @@ impl ProxyKeys {
 
     /// Unwraps with the current key, then with each retired one (OAEP tells a wrong key apart).
     ///
-    /// A wrapped key unwrapped within [`UNWRAP_CACHE_TTL`] is answered from memory: range
+    /// A wrapped key unwrapped within the last 10 minutes is answered from memory: range
     /// readers send the same wrapped key dozens of times per file, and an RSA private-key
     /// operation costs far more than the rest of a small read. Only a holder of the wrapped key
     /// can ask for it, and such a holder is given the data key anyway.

@@ -25,7 +25,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
     runtime.block_on(async move {
-        let storage = Storage::open(config.backend.clone()).map_err(|e| e.to_string())?;
+        let storage = Storage::open(config.backend.clone())
+            .map_err(|e| e.to_string())?
+            .with_max_buffer_bytes(args.max_buffer_bytes);
         let state = AppState::new(
             config.keys,
             storage,
@@ -63,10 +65,17 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             config.api_key_file.clone(),
         ));
         let grace = Duration::from_secs(args.shutdown_grace_secs);
-        let shutdown = shutdown_signal().shared();
+        let drain_state = state.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            let deadline = tokio::time::Instant::now() + grace;
+            drain_state.drain(deadline).await;
+            deadline
+        }
+        .shared();
         let router = match metrics_listener {
             Some(metrics) => {
-                tokio::spawn(http::serve(metrics, http::metrics_router(state.clone()), shutdown.clone(), grace, config.connection_limits));
+                tokio::spawn(http::serve(metrics, http::metrics_router(state.clone()), shutdown.clone(), config.connection_limits));
                 http::api_router(state)
             }
             None => http::router(state),
@@ -74,9 +83,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         let served = match config.tls {
             Some(tls) => {
                 tokio::spawn(reload_certificate_on_hangup(tls.cert));
-                http::serve_tls(listener, tls.config, router, shutdown, grace, config.connection_limits).await
+                http::serve_tls(listener, tls.config, router, shutdown, config.connection_limits).await
             }
-            None => http::serve(listener, router, shutdown, grace, config.connection_limits).await,
+            None => http::serve(listener, router, shutdown, config.connection_limits).await,
         };
         served.map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");
@@ -164,5 +173,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutdown requested; finishing transfers in flight");
+    tracing::info!("shutdown requested; /readyz answers draining while transfers in flight finish");
 }

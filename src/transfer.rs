@@ -19,6 +19,9 @@ use crate::storage::{BlobInfo, BlobName, Container, StagedBlob, StorageError};
 const FLUSH_BYTES: usize = 256 * 1024;
 /// Plaintext chunks queued between decryption and the client.
 const DOWNLOAD_QUEUE: usize = 4;
+/// What one download reserves from the buffer budget while it runs: its queued chunks and the
+/// segments being opened (64 KiB each by default).
+const DOWNLOAD_BUFFER_BYTES: usize = 512 * 1024;
 
 /// Failures while moving a blob.
 #[derive(Debug, Error)]
@@ -180,8 +183,12 @@ impl BlobWriter {
     }
 
     async fn flush(&mut self) -> Result<(), TransferError> {
-        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(FLUSH_BYTES * 2));
-        self.staged.write(Bytes::from(full)).await?;
+        // Copied out at their length, because they stay buffered until their part is stored and
+        // the buffer budget counts that length: handing over `pending` itself would keep its
+        // spare capacity (up to as much again) alive with them. `pending` is reused.
+        let full = Bytes::copy_from_slice(&self.pending);
+        self.pending.clear();
+        self.staged.write(full).await?;
         Ok(())
     }
 }
@@ -280,6 +287,7 @@ impl OpenedBlob {
             stall_timeout,
         };
         tokio::spawn(async move {
+            let _reserved = self.container.reserve_buffer(DOWNLOAD_BUFFER_BYTES).await;
             let pumped = match &self.layout {
                 Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
                 Layout::Stream { key, layout } => {

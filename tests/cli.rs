@@ -523,7 +523,7 @@ fn downloads_log_as_complete_and_integrity_failures_as_warnings() {
 }
 
 #[test]
-fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
+fn sigterm_turns_readyz_draining_lets_a_slow_upload_finish_then_exits_zero() {
     use std::io::{Read, Write};
     let production = Production::prepare();
     let mut served = serve(production.command(), &[]);
@@ -552,6 +552,20 @@ fn sigterm_lets_a_slow_upload_finish_then_exits_zero() {
             .is_ok_and(|text| text.contains("blobprox_requests_in_flight 2"))
     });
     signal(&served, "-TERM");
+    // While the upload is in flight, the proxy still answers, and tells balancers to go away.
+    let readyz = format!("http://127.0.0.1:{}/readyz", production.port);
+    let draining = (0..100).find_map(|_| {
+        let response = reqwest::blocking::get(&readyz).unwrap();
+        if response.status() == 503 {
+            return Some(response.json::<serde_json::Value>().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        None
+    });
+    assert_eq!(
+        draining.expect("/readyz stayed ready")["status"],
+        "draining"
+    );
     // The rest arrives slowly, after the signal.
     for chunk in file[1 << 20..].chunks(256 << 10) {
         std::thread::sleep(Duration::from_millis(100));

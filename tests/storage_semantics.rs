@@ -563,3 +563,43 @@ async fn an_upload_is_acknowledged_only_once_azure_reports_its_copy_complete() {
             .contains("did not complete the copy"),
     );
 }
+
+#[tokio::test]
+async fn transfers_share_a_buffer_budget_smaller_than_one_part_and_all_succeed() {
+    // 1 MiB, the smallest budget: less than one Azure part, so parts shrink to fit, and only one
+    // part in the whole process is buffered at a time; the others wait instead of failing.
+    let server = TestServer::start_with(common::Options {
+        max_buffer_bytes: Some(1),
+        ..common::Options::default()
+    })
+    .await;
+    let everything = async {
+        let uploads = (0..4).map(|racer| {
+            let server = &server;
+            async move {
+                let name = format!("budget-{racer}.bin");
+                (
+                    racer,
+                    name.clone(),
+                    server.upload_ok(&name, &body_of(racer)).await,
+                )
+            }
+        });
+        let uploaded = join_all(uploads).await;
+        let downloads = uploaded.iter().map(|(racer, name, key)| {
+            let server = &server;
+            async move {
+                let response = server.download(name, key).await;
+                assert_eq!(response.status(), 200);
+                assert!(
+                    response.bytes().await.unwrap() == body_of(*racer),
+                    "{name} differs"
+                );
+            }
+        });
+        join_all(downloads).await;
+    };
+    tokio::time::timeout(Duration::from_secs(120), everything)
+        .await
+        .expect("transfers waiting for the buffer budget never got it");
+}

@@ -14,6 +14,7 @@ mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -28,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub use error::ApiError;
@@ -105,6 +107,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// One permit per upload or download in progress.
     pub transfers: Arc<Semaphore>,
+    /// Set when shutdown starts, so that /readyz tells balancers to stop sending.
+    pub draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -127,6 +131,18 @@ impl AppState {
             limits,
             upload_policy,
             metrics: Arc::default(),
+            draining: Arc::default(),
+        }
+    }
+
+    /// Turns /readyz not-ready, then waits until no transfer is in flight or `deadline` passes.
+    /// Requests keep being served meanwhile: a balancer needs a few health checks to notice.
+    pub async fn drain(&self, deadline: Instant) {
+        self.draining.store(true, Ordering::Relaxed);
+        while self.transfers.available_permits() < self.limits.max_concurrent_transfers
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -213,15 +229,14 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `router` on `listener` over plain HTTP/1.1 until `shutdown` completes, then stops
-/// accepting and lets requests in flight finish for up to `grace`.
+/// accepting and lets requests in flight finish until the deadline that `shutdown` returned.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    shutdown: impl Future<Output = Instant> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
-    serve_on(listener, None, router, shutdown, grace, limits).await
+    serve_on(listener, None, router, shutdown, limits).await
 }
 
 /// Like [`serve`], over TLS: HTTP/2 when the client offers it by ALPN, else HTTP/1.1.
@@ -229,12 +244,11 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    shutdown: impl Future<Output = Instant> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    serve_on(listener, Some(acceptor), router, shutdown, grace, limits).await
+    serve_on(listener, Some(acceptor), router, shutdown, limits).await
 }
 
 /// The HTTP/1.1 and HTTP/2 connection settings, from the same limits.
@@ -302,14 +316,13 @@ async fn serve_on(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    shutdown: impl Future<Output = Instant> + Send + 'static,
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let protocols = Arc::new(Protocols::new(limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
+    let deadline = loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -320,7 +333,7 @@ async fn serve_on(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            deadline = &mut shutdown => break deadline,
         };
         // Small answers (range reads, errors) must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
@@ -349,12 +362,12 @@ async fn serve_on(
                     .await
             };
         });
-    }
+    };
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "transfers still running after the grace period; stopping");
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!("transfers still running after the grace period; stopping");
         }
     }
     Ok(())
@@ -406,6 +419,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining", "detail": "shutting down; finishing transfers in flight" })),
+        )
+            .into_response();
+    }
     match state.storage.check_reachable().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(error) => (

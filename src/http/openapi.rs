@@ -157,7 +157,7 @@ pub fn document(limits: &Limits) -> Value {
                 "responses": {"200": {"description": "The process answers."}}}},
             "/readyz": {"get": {"summary": "Keys loaded and storage reachable.", "security": [],
                 "responses": {"200": {"description": "Ready."},
-                              "503": {"description": "Not ready; detail says why."}}}},
+                              "503": {"description": "Not ready (storage unreachable, or draining after SIGTERM); detail says why."}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (no blob names, no secrets).", "security": [],
                 "responses": {"200": {"description": "Text exposition format.",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

@@ -17,17 +17,18 @@ use object_store::azure::MicrosoftAzure;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 use thiserror::Error;
 
 mod azure;
 mod names;
+mod parts;
 
 pub use azure::AzureAccount;
 use azure::{CopyStatus, list_container};
 pub use names::{BlobName, ContainerName};
+pub use parts::BufferBudget;
+use parts::PartWriter;
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
@@ -186,7 +187,13 @@ pub struct Storage {
     stores: RwLock<HashMap<ContainerName, Arc<dyn ObjectStore>>>,
     probe: tokio::sync::OnceCell<MicrosoftAzure>,
     last_check: tokio::sync::Mutex<Option<(Instant, Result<(), StorageError>)>>,
+    budget: BufferBudget,
 }
+
+/// `MAX_BUFFER_BYTES` by default: room for one Azure upload's 5 parts (40 MiB), so one upload
+/// alone keeps its speed, while any number of transfers together buffer no more than a small
+/// VM can spare.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
 impl Storage {
     /// Opens the backend; a local directory is created when missing.
@@ -201,7 +208,14 @@ impl Storage {
             stores: RwLock::default(),
             probe: tokio::sync::OnceCell::new(),
             last_check: tokio::sync::Mutex::default(),
+            budget: BufferBudget::new(DEFAULT_MAX_BUFFER_BYTES),
         })
+    }
+
+    /// Bounds what all transfers together buffer to `bytes` (`MAX_BUFFER_BYTES`).
+    pub fn with_max_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.budget = BufferBudget::new(bytes);
+        self
     }
 
     /// Checks that the backend answers; the reason when it does not. The answer is reused for a
@@ -296,6 +310,7 @@ impl Storage {
             store,
             local,
             parts,
+            budget: self.budget.clone(),
         }
     }
 }
@@ -401,6 +416,7 @@ pub struct Container {
     /// Whether the local filesystem's extra name rules apply.
     local: bool,
     parts: PartPlan,
+    budget: BufferBudget,
 }
 
 impl Container {
@@ -452,6 +468,12 @@ impl Container {
         })
     }
 
+    /// Waits until `bytes` of the process-wide buffer budget are free and holds them until the
+    /// permit is dropped.
+    pub async fn reserve_buffer(&self, bytes: usize) -> tokio::sync::OwnedSemaphorePermit {
+        self.budget.reserve(bytes).await
+    }
+
     /// Starts a staged upload that becomes visible only through [`StagedBlob::commit`].
     pub async fn stage(&self, blob: &BlobName) -> Result<StagedBlob, StorageError> {
         let target = self.path(blob)?;
@@ -461,8 +483,12 @@ impl Container {
             store: self.store.clone(),
             staging,
             target,
-            writer: Some(WriteMultipart::new_with_chunk_size(upload, self.parts.size)),
-            parts_in_flight: self.parts.in_flight,
+            writer: Some(PartWriter::new(
+                upload,
+                self.parts.size,
+                self.parts.in_flight,
+                self.budget.clone(),
+            )),
             settled: false,
         })
     }
@@ -506,17 +532,15 @@ pub struct StagedBlob {
     store: Arc<dyn ObjectStore>,
     staging: Path,
     target: Path,
-    writer: Option<WriteMultipart>,
-    parts_in_flight: usize,
+    writer: Option<PartWriter>,
     settled: bool,
 }
 
 impl StagedBlob {
-    /// Appends bytes, waiting while too many parts are in flight.
+    /// Appends bytes, waiting while too many parts are in flight or the buffer budget is spent.
     pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
         let writer = self.writer.as_mut().expect("writer present until commit");
-        writer.wait_for_capacity(self.parts_in_flight).await?;
-        writer.put(bytes);
+        writer.put(bytes).await?;
         Ok(())
     }
 
@@ -594,7 +618,7 @@ impl Drop for StagedBlob {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Some(writer) = writer {
-                    let _ = writer.abort().await;
+                    writer.abort().await;
                 }
                 let _ = store.delete(&staging).await;
             });

@@ -50,6 +50,8 @@ pub struct Options {
     pub connection: ConnectionLimits,
     /// A key directory of the server's own instead of the shared one.
     pub key_dir: Option<std::path::PathBuf>,
+    /// A buffer budget (`MAX_BUFFER_BYTES`) other than the default.
+    pub max_buffer_bytes: Option<usize>,
 }
 
 /// Environment variable that switches the suite from the local backend to Azure (Azurite).
@@ -125,7 +127,10 @@ impl TestServer {
         data_directory: TempDir,
         options: Options,
     ) -> Self {
-        let storage = Storage::open(backend.clone()).unwrap();
+        let mut storage = Storage::open(backend.clone()).unwrap();
+        if let Some(bytes) = options.max_buffer_bytes {
+            storage = storage.with_max_buffer_bytes(bytes);
+        }
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
@@ -304,8 +309,10 @@ async fn spawn_server(
     tokio::spawn(http::serve(
         listener,
         http::router(state),
-        stopped,
-        Duration::from_secs(1),
+        async {
+            stopped.await;
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        },
         options.connection,
     ));
     (url, keys)
