@@ -6,6 +6,7 @@
 #   bench_workdir          WORK = a new temp dir; an EXIT trap stops everything started and removes it
 #   bench_credentials      keygen + credentials in $WORK; sets API_KEY_VALUE, X_* and AUTH (curl -H args)
 #   start_server VAR=...   starts `blobprox serve` on a free port with those extra variables; BASE, SERVER_PID
+#                          (SCHEME=https and CURL_TLS=(--cacert ...) for a server started with TLS_*)
 #   stop_server            SIGTERM, then SIGKILL after 5 s
 #   bg_started PID         register a background process for the EXIT trap
 #   mem_kb / reset_peak    "<VmRSS kB> <VmHWM kB>" of the server / reset its VmHWM (clear_refs)
@@ -132,10 +133,14 @@ bench_credentials() {
     AUTH=(-H "x-salt: $X_SALT" -H "x-decryption-key: $X_DECRYPTION_KEY" -H "x-comparison-key: $X_COMPARISON_KEY")
 }
 
+# Scheme of BASE, and curl arguments that the helpers' requests to it need (e.g. --cacert).
+SCHEME=http
+CURL_TLS=()
+
 # Writes {"bench": <the server's public key>} to $1 (the recipients map of an upload).
 fetch_recipients() {
     local answer
-    answer="$(curl -fsS "${AUTH[@]}" "$BASE/key/public")" || die "GET /key/public failed"
+    answer="$(curl -fsS "${CURL_TLS[@]}" "${AUTH[@]}" "$BASE/key/public")" || die "GET /key/public failed"
     python3 -c 'import json,sys; pem=json.loads(sys.argv[1])["public_key"]; json.dump({"bench": pem}, open(sys.argv[2], "w"))' \
         "$answer" "$1" || die "unexpected /key/public answer: $answer"
 }
@@ -146,7 +151,7 @@ fetch_recipients() {
 # caller's environment.
 start_server() {
     PORT="$(free_port)"
-    BASE="http://127.0.0.1:$PORT"
+    BASE="$SCHEME://127.0.0.1:$PORT"
     (
         cd "$WORK" || exit 1
         exec env API_KEY="$API_KEY_VALUE" KEY_VAULT_PATH="$KEYS" RUST_LOG="${BENCH_RUST_LOG:-warn}" "$@" \
@@ -154,7 +159,7 @@ start_server() {
     ) >>"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     local deadline=$((SECONDS + HEALTH_TIMEOUT_SECS)) code
-    until curl -fsS -o /dev/null --max-time 2 "$BASE/healthz" 2>/dev/null; do
+    until curl -fsS "${CURL_TLS[@]}" -o /dev/null --max-time 2 "$BASE/healthz" 2>/dev/null; do
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             wait "$SERVER_PID" 2>/dev/null && code=0 || code=$?
             SERVER_PID=""

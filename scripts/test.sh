@@ -40,6 +40,8 @@ cargo test --quiet --test api --test ranges --test hostile --test storage_semant
 echo "== Python client: type check (mypy --strict)"
 "$venv/bin/python" -m mypy --strict --cache-dir target/mypy-cache clients/python/src
 
+# The TLS tests drive HTTP/2 with curl.
+command -v curl >/dev/null || { apt-get install -y curl || { apt-get update && apt-get install -y curl; }; }
 echo "== Python interoperability tests (cryptography, requests, pyarrow/fsspec, Azure SDK)"
 BLOBPROX_BIN="$PWD/target/debug/blobprox" "$venv/bin/python" -m pytest tests/python -q
 

@@ -145,6 +145,15 @@ pub struct ServeArgs {
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// PEM certificate chain for HTTPS on the API port (with TLS_KEY_FILE; SIGHUP rereads both).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of TLS_CERT_FILE: PKCS#8, SEC1 (EC) or PKCS#1 (RSA).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: with it, HTTPS clients must present a certificate signed by one.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Log style (default: json with PROD=true, else text).
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

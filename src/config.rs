@@ -10,6 +10,7 @@ use crate::credentials::{self, ClientCredentials};
 use crate::http::{ConnectionLimits, Limits, UploadPolicy};
 use crate::keys::{self, KeygenOutcome, ProxyKeys};
 use crate::storage::Backend;
+use crate::tls::{ServerTls, TlsFiles};
 
 /// Key directory of a production start without KEY_VAULT_PATH, as in the original.
 const PRODUCTION_KEY_DIR: &str = "/.keys";
@@ -32,6 +33,8 @@ pub struct ServeConfig {
     pub upload_policy: UploadPolicy,
     /// Connection-level limits.
     pub connection_limits: ConnectionLimits,
+    /// HTTPS on the API port, when configured.
+    pub tls: Option<ServerTls>,
     /// Lines to show the operator at start (where things are, what to send).
     pub notices: Vec<String>,
     /// Risks in this configuration, logged as warnings at start.
@@ -41,6 +44,10 @@ pub struct ServeConfig {
 /// Resolves the options. A development start (no PROD, no KEY_VAULT_PATH) makes missing keys and
 /// credentials under `--dev-dir`; otherwise their absence is an error.
 pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let tls = tls_files(args)?
+        .map(|files| ServerTls::load(&files))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let development = !args.prod && args.key_vault_path.is_none();
     let mut notices = Vec::new();
     let key_dir = match (&args.key_vault_path, development) {
@@ -130,6 +137,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, String> {
             static_data_key: args.static_data_key,
             format: args.blob_format,
         },
+        tls,
         notices,
         warnings,
     })
@@ -141,6 +149,28 @@ pub fn read_api_key_file(path: &Path) -> Result<ApiKeys, String> {
         .map_err(|e| format!("cannot read API_KEY_FILE {}: {e}", path.display()))?;
     text.parse()
         .map_err(|e| format!("API_KEY_FILE {}: {e}", path.display()))
+}
+
+/// The TLS files: certificate and key both or neither, a client CA only with them.
+fn tls_files(args: &ServeArgs) -> Result<Option<TlsFiles>, String> {
+    const BOTH: &str = "set both for HTTPS, or neither for plain HTTP";
+    match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca_file.clone(),
+        })),
+        (Some(_), None) => Err(format!(
+            "TLS_CERT_FILE is set but TLS_KEY_FILE is not: {BOTH}"
+        )),
+        (None, Some(_)) => Err(format!(
+            "TLS_KEY_FILE is set but TLS_CERT_FILE is not: {BOTH}"
+        )),
+        (None, None) if args.tls_client_ca_file.is_some() => {
+            Err("TLS_CLIENT_CA_FILE needs HTTPS: set TLS_CERT_FILE and TLS_KEY_FILE too".into())
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// The newest credentials in `dir`, or new ones written there and announced.

@@ -2,7 +2,8 @@
 //!
 //! Layers, from the outside in: [`cli`] and [`config`] read the command line; [`server`] starts
 //! [`http`], whose handlers check [`auth`] and call [`transfer`], which encrypts with [`crypto`]
-//! and stores through [`storage`]. [`keys`] and [`credentials`] manage the files on disk.
+//! and stores through [`storage`]. [`keys`] and [`credentials`] manage the files on disk; [`tls`]
+//! holds the listener's certificate.
 
 pub mod auth;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod keys;
 pub mod metrics;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transfer;

@@ -13,6 +13,7 @@ use crate::config;
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::storage::Storage;
+use crate::tls::ReloadableCert;
 
 /// Runs `blobprox serve` until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> Result<(), String> {
@@ -49,7 +50,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(metrics) = &metrics_listener {
             println!("metrics on http://{}/metrics", metrics.local_addr().map_err(|e| e.to_string())?);
         }
-        println!("listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {scheme}://{local}");
         tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
         // A wrong or expired storage credential shows here once, and in /readyz, rather than as
         // a stack of errors on every request.
@@ -77,9 +80,14 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             }
             None => http::router(state),
         };
-        http::serve(listener, router, shutdown, config.connection_limits)
-            .await
-            .map_err(|e| format!("server failed: {e}"))?;
+        let served = match config.tls {
+            Some(tls) => {
+                tokio::spawn(reload_certificate_on_hangup(tls.cert));
+                http::serve_tls(listener, tls.config, router, shutdown, config.connection_limits).await
+            }
+            None => http::serve(listener, router, shutdown, config.connection_limits).await,
+        };
+        served.map_err(|e| format!("server failed: {e}"))?;
         tracing::info!("blobprox stopped");
         Ok(())
     })
@@ -136,6 +144,25 @@ fn init_logging(args: &ServeArgs) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Rereads the TLS certificate and key on every SIGHUP; a bad pair keeps the old one.
+async fn reload_certificate_on_hangup(cert: Arc<ReloadableCert>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; the TLS certificate is reloaded only by a restart"
+        );
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => tracing::info!("reloaded the TLS certificate"),
+            Err(error) => {
+                tracing::warn!(%error, "TLS certificate not reloaded; keeping the certificate in use")
+            }
+        }
     }
 }
 

@@ -56,6 +56,9 @@ _PROXY_ENV_VARS = (
     "BLOB_FORMAT",
     "AUTH_FAILURES_PER_MINUTE",
     "AZURE_STORAGE_CONNECTION_STRING",
+    "TLS_CERT_FILE",
+    "TLS_KEY_FILE",
+    "TLS_CLIENT_CA_FILE",
 )
 
 # requests honours HTTP(S)_PROXY; the proxy under test is always local.
@@ -274,7 +277,10 @@ class ProxyLauncher:
         containers: tuple[str, ...] = (CONTAINER,),
         extra_env: dict[str, str] | None = None,
         name: str = "proxy",
+        tls: dict | None = None,
     ) -> Proxy:
+        """tls: for a proxy started with TLS_* files in extra_env, the `requests` arguments
+        (verify=, cert=) its health probe needs; the URL is then https://."""
         binary = require_binary()
         workdir = self._tmp.mktemp(name)
         datadir = (workdir / "data").resolve()
@@ -302,7 +308,7 @@ class ProxyLauncher:
             stderr=subprocess.STDOUT,
         )
         self._running.append((process, log_file))
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
         proxy = Proxy(
             url=url,
             headers=headers,
@@ -323,7 +329,7 @@ class ProxyLauncher:
                     pytrace=False,
                 )
             try:
-                response = requests.get(f"{url}/healthz", timeout=2)
+                response = requests.get(f"{url}/healthz", timeout=2, **(tls or {}))
                 if response.status_code == 200:
                     return proxy
                 last = f"{response.status_code} {response.text!r}"
@@ -350,7 +356,7 @@ class ProxyLauncher:
         self._running.clear()
 
 
-def start_blobprox_made_proxy(launcher, tmp_path_factory, name: str, extra_env=None) -> Proxy:
+def start_blobprox_made_proxy(launcher, tmp_path_factory, name: str, extra_env=None, tls=None) -> Proxy:
     """Starts a proxy with keys and credentials made by `blobprox keygen` / `blobprox credentials`."""
     base = tmp_path_factory.mktemp(name)
     keydir = base / "keys"
@@ -367,4 +373,5 @@ def start_blobprox_made_proxy(launcher, tmp_path_factory, name: str, extra_env=N
         client=client,
         extra_env=extra_env,
         name=f"{name}-server",
+        tls=tls,
     )
