@@ -238,12 +238,18 @@ start_nginx
 start_rclone
 log "blobprox at $BASE, nginx at $URL_nginx, rclone at $URL_rclone"
 
-big_sha="$(random_file "$WORK/big" "$BIG_BYTES")"
-for ((r = 0; r < ROUNDS; r++)); do
-    log "round $((r + 1))/$ROUNDS: $BIG_SIZE upload and download"
-    big_round big "$WORK/big" "$BIG_BYTES" "$r"
-done
-check_sha big "$big_sha"
+# ROUNDS interleaved uploads and downloads of a new random file of SIZE, checked: label size bytes
+size_rounds() {
+    local label="$1" size="$2" bytes="$3" sha
+    sha="$(random_file "$WORK/$label" "$bytes")"
+    for ((r = 0; r < ROUNDS; r++)); do
+        log "round $((r + 1))/$ROUNDS: $size upload and download"
+        big_round "$label" "$WORK/$label" "$bytes" "$r"
+    done
+    check_sha "$label" "$sha"
+}
+
+size_rounds big "$BIG_SIZE" "$BIG_BYTES"
 
 log "range reads: $RANGE_REQUESTS × bytes=-$RANGE_TAIL on the $BIG_SIZE file, interleaved"
 tail -c "$RANGE_TAIL" "$WORK/big" >"$WORK/tail"
@@ -258,12 +264,7 @@ done
 
 if ((MID_BYTES != BIG_BYTES)); then
     rm -f "$WORK/big"
-    mid_sha="$(random_file "$WORK/mid" "$MID_BYTES")"
-    for ((r = 0; r < ROUNDS; r++)); do
-        log "round $((r + 1))/$ROUNDS: $MID_SIZE upload and download"
-        big_round mid "$WORK/mid" "$MID_BYTES" "$r"
-    done
-    check_sha mid "$mid_sha"
+    size_rounds mid "$MID_SIZE" "$MID_BYTES"
     rm -f "$WORK/mid"
 fi
 mid=mid
