@@ -156,8 +156,8 @@ async fn every_upload_gets_a_fresh_data_key() {
     let second = server.upload_ok("two", b"same").await;
     let keys = load_keys();
     assert_ne!(
-        keys.private_key.unwrap_key(&first).unwrap(),
-        keys.private_key.unwrap_key(&second).unwrap()
+        keys.private_key.unwrap_key(&first).unwrap().as_bytes(),
+        keys.private_key.unwrap_key(&second).unwrap().as_bytes()
     );
     let response = server.download("two", &first).await;
     let text = detail(response, 403).await;
@@ -177,8 +177,8 @@ async fn static_data_key_mode_uses_the_symmetric_key_file() {
     let wrapped = server.upload_ok("legacy", b"x").await;
     let keys = load_keys();
     assert_eq!(
-        keys.private_key.unwrap_key(&wrapped).unwrap(),
-        keys.symmetric_key
+        keys.private_key.unwrap_key(&wrapped).unwrap().as_bytes(),
+        keys.symmetric_key.as_bytes()
     );
 }
 

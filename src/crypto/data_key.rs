@@ -9,7 +9,10 @@ use super::CryptoError;
 pub const DATA_KEY_LEN: usize = 32;
 
 /// A 32-byte symmetric key: a Fernet key (signing half, encryption half) or a stream-format key.
-#[derive(Clone, PartialEq, Eq)]
+// Equality on key bytes is for tests only: production code that compared secrets would want a
+// constant-time comparison.
+#[derive(Clone)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub struct DataKey([u8; DATA_KEY_LEN]);
 
 impl DataKey {

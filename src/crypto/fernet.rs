@@ -6,6 +6,8 @@
 //! over the whole token (and learns the plaintext length), then [`FernetDecryptor`] decrypts and
 //! checks the MAC again before it releases the last plaintext block.
 
+use std::ops::Range;
+
 use aws_lc_rs::cipher::{
     AES_128, DecryptingKey, DecryptionContext, EncryptionContext, StreamingDecryptingKey,
     StreamingEncryptingKey, UnboundCipherKey,
@@ -22,6 +24,10 @@ pub const TOKEN_TEXT_PREFIX: &[u8] = b"gAAAAA";
 
 const VERSION: u8 = 0x80;
 const BLOCK_LEN: usize = 16;
+// Where each header field lies: the table in docs/FORMAT.md.
+const VERSION_AT: usize = 0;
+const TIMESTAMP_AT: Range<usize> = 1..9;
+const IV_AT: Range<usize> = 9..HEADER_LEN;
 const HEADER_LEN: usize = 1 + 8 + BLOCK_LEN;
 const MAC_LEN: usize = 32;
 /// Bytes held back while verifying: the MAC and the two ciphertext blocks that fix the padding.
@@ -58,9 +64,9 @@ impl FernetWriter {
             scratch: Vec::new(),
         };
         let mut header = [0u8; HEADER_LEN];
-        header[0] = VERSION;
-        header[1..9].copy_from_slice(&timestamp.to_be_bytes());
-        header[9..].copy_from_slice(&iv);
+        header[VERSION_AT] = VERSION;
+        header[TIMESTAMP_AT].copy_from_slice(&timestamp.to_be_bytes());
+        header[IV_AT].copy_from_slice(&iv);
         writer.emit(&header, out);
         Ok(writer)
     }
@@ -205,8 +211,8 @@ impl FernetVerifier {
             .map_err(|_| CryptoError::AuthenticationFailed)?;
         let padding = last_block_padding(&self.key, blocks)?;
         Ok(VerifiedToken {
-            timestamp: u64::from_be_bytes(self.header[1..9].try_into().expect("8 bytes")),
-            iv: self.header[9..].try_into().expect("16 bytes"),
+            timestamp: u64::from_be_bytes(self.header[TIMESTAMP_AT].try_into().expect("8 bytes")),
+            iv: self.header[IV_AT].try_into().expect("16 bytes"),
             ciphertext_len,
             plaintext_len: ciphertext_len - padding as u64,
         })
@@ -218,7 +224,7 @@ impl FernetVerifier {
             self.header.extend_from_slice(&decoded[..take]);
             if self
                 .header
-                .first()
+                .get(VERSION_AT)
                 .is_some_and(|&version| version != VERSION)
             {
                 return Err(CryptoError::MalformedToken("unknown version"));
@@ -392,6 +398,19 @@ mod tests {
 
     fn key() -> DataKey {
         DataKey::from_bytes([7; 32])
+    }
+
+    #[test]
+    fn header_fields_lie_where_the_format_document_says() {
+        assert_eq!(VERSION_AT, 0);
+        assert_eq!(TIMESTAMP_AT.start, VERSION_AT + 1);
+        assert_eq!(IV_AT.start, TIMESTAMP_AT.end);
+        let format = include_str!("../../docs/FORMAT.md");
+        for (offset, len) in [(VERSION_AT, 1), (TIMESTAMP_AT.start, 8), (IV_AT.start, 16)] {
+            let row = format!("| {offset} | {len} |");
+            assert!(format.contains(&row), "docs/FORMAT.md lacks {row}");
+        }
+        assert_eq!(IV_AT.len(), BLOCK_LEN);
     }
 
     #[test]

@@ -31,13 +31,21 @@ pub const DEFAULT_SEGMENT_SIZE: u32 = 64 * 1024;
 /// Smallest and largest segment sizes a reader accepts (powers of two only).
 const SEGMENT_SIZE_RANGE: Range<u32> = 64..(16 * 1024 * 1024 + 1);
 
-const SALT_LEN: usize = 32;
-const COMMITMENT_LEN: usize = 32;
-const CHECKSUM_LEN: usize = 16;
+// Where each header field lies: the table in docs/FORMAT.md.
+const MAGIC_AT: Range<usize> = 0..8;
+const VERSION_AT: usize = 8;
+const SEGMENT_SIZE_AT: Range<usize> = 9..13;
+const RESERVED_AT: Range<usize> = 13..16;
+const SALT_AT: Range<usize> = 16..48;
+const COMMITMENT_AT: Range<usize> = 48..80;
+const CHECKSUM_AT: Range<usize> = 80..HEADER_LEN;
+const SALT_LEN: usize = SALT_AT.end - SALT_AT.start;
+const COMMITMENT_LEN: usize = COMMITMENT_AT.end - COMMITMENT_AT.start;
+const CHECKSUM_LEN: usize = CHECKSUM_AT.end - CHECKSUM_AT.start;
 /// Bytes of the header covered by key derivation: everything before the commitment.
-const BOUND_LEN: usize = 48;
+const BOUND_LEN: usize = COMMITMENT_AT.start;
 /// Bytes of the header covered by the checksum: everything before it.
-const CHECKED_LEN: usize = BOUND_LEN + COMMITMENT_LEN;
+const CHECKED_LEN: usize = CHECKSUM_AT.start;
 const HKDF_LABEL: &[u8] = b"blobprox stream v1";
 
 /// The fixed-size header of a stream blob.
@@ -53,27 +61,27 @@ impl StreamHeader {
     /// Parses a header; fails on foreign magic, a damaged header, an unknown version or an
     /// impossible segment size.
     pub fn parse(bytes: &[u8]) -> Result<Self, CryptoError> {
-        if bytes.len() < HEADER_LEN || bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < HEADER_LEN || bytes[MAGIC_AT] != MAGIC {
             return Err(CryptoError::Corrupt("not a blobprox stream header"));
         }
         // The unkeyed checksum only tells damage from a wrong key; the keys protect the header.
-        if checksum(&bytes[..CHECKED_LEN]) != bytes[CHECKED_LEN..HEADER_LEN] {
+        if checksum(&bytes[..CHECKED_LEN]) != bytes[CHECKSUM_AT] {
             return Err(CryptoError::Corrupt("the stream header is damaged"));
         }
-        if bytes[8] != VERSION {
+        if bytes[VERSION_AT] != VERSION {
             return Err(CryptoError::Corrupt("unknown stream format version"));
         }
-        let segment_size = u32::from_be_bytes(bytes[9..13].try_into().expect("4 bytes"));
+        let segment_size = u32::from_be_bytes(bytes[SEGMENT_SIZE_AT].try_into().expect("4 bytes"));
         if !SEGMENT_SIZE_RANGE.contains(&segment_size) || !segment_size.is_power_of_two() {
             return Err(CryptoError::Corrupt("impossible segment size"));
         }
-        if bytes[13..16] != [0, 0, 0] {
+        if bytes[RESERVED_AT] != [0, 0, 0] {
             return Err(CryptoError::Corrupt("reserved header bytes are not zero"));
         }
         Ok(Self {
             segment_size,
-            salt: bytes[16..48].try_into().expect("32 bytes"),
-            commitment: bytes[BOUND_LEN..CHECKED_LEN].try_into().expect("32 bytes"),
+            salt: bytes[SALT_AT].try_into().expect("32 bytes"),
+            commitment: bytes[COMMITMENT_AT].try_into().expect("32 bytes"),
         })
     }
 
@@ -81,19 +89,19 @@ impl StreamHeader {
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
         bytes[..BOUND_LEN].copy_from_slice(&self.bound_bytes());
-        bytes[BOUND_LEN..CHECKED_LEN].copy_from_slice(&self.commitment);
+        bytes[COMMITMENT_AT].copy_from_slice(&self.commitment);
         let sum = checksum(&bytes[..CHECKED_LEN]);
-        bytes[CHECKED_LEN..].copy_from_slice(&sum);
+        bytes[CHECKSUM_AT].copy_from_slice(&sum);
         bytes
     }
 
     /// Magic, version, segment size, reserved bytes and salt: what key derivation binds.
     fn bound_bytes(&self) -> [u8; BOUND_LEN] {
         let mut bytes = [0u8; BOUND_LEN];
-        bytes[..8].copy_from_slice(&MAGIC);
-        bytes[8] = VERSION;
-        bytes[9..13].copy_from_slice(&self.segment_size.to_be_bytes());
-        bytes[16..48].copy_from_slice(&self.salt);
+        bytes[MAGIC_AT].copy_from_slice(&MAGIC);
+        bytes[VERSION_AT] = VERSION;
+        bytes[SEGMENT_SIZE_AT].copy_from_slice(&self.segment_size.to_be_bytes());
+        bytes[SALT_AT].copy_from_slice(&self.salt);
         bytes
     }
 }
@@ -441,6 +449,29 @@ mod tests {
                 Err(CryptoError::Corrupt("impossible segment size")),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn header_fields_tile_the_header_as_documented() {
+        let fields = [
+            MAGIC_AT,
+            VERSION_AT..VERSION_AT + 1,
+            SEGMENT_SIZE_AT,
+            RESERVED_AT,
+            SALT_AT,
+            COMMITMENT_AT,
+            CHECKSUM_AT,
+        ];
+        assert_eq!(fields[0].start, 0);
+        for pair in fields.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        assert_eq!(fields.last().unwrap().end, 96);
+        let format = include_str!("../../docs/FORMAT.md");
+        for field in fields {
+            let row = format!("| {} | {} |", field.start, field.len());
+            assert!(format.contains(&row), "docs/FORMAT.md lacks {row}");
         }
     }
 
