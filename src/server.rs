@@ -8,8 +8,7 @@ use futures::FutureExt;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{LogFormat, ServeArgs};
-use crate::config;
+use crate::config::{self, LogFormat, ServeArgs};
 use crate::http::{self, AppState};
 use crate::keys;
 use crate::storage::Storage;

@@ -1,12 +1,11 @@
 //! One log line and one metrics record per request, with a request id, written when the
 //! response body has ended (so a download's line has its real size and duration).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
@@ -17,6 +16,7 @@ use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::AppState;
+use super::body_timeout::{BodyPace, BodyTimer};
 use crate::metrics::{Metrics, RequestRecord};
 use crate::transfer::{BlobFormat, TransferError};
 
@@ -181,98 +181,6 @@ struct CountingBody {
     expected_len: Option<u64>,
     on_end: Option<Finish>,
     pace: Option<BodyTimer>,
-}
-
-/// How slowly a request body may arrive, in the manner of Apache's mod_reqtimeout
-/// (`body=20,MinRate=500`): no pause longer than `idle_timeout`, and in all no longer than
-/// `grace` plus one second per `min_rate` bytes received.
-#[derive(Debug, Clone, Copy)]
-struct BodyPace {
-    idle_timeout: Duration,
-    grace: Duration,
-    min_rate: u64,
-}
-
-/// How long a request body has been waited for. Only time spent waiting on the client counts,
-/// not time in which the proxy was busy and did not ask for more.
-struct BodyTimer {
-    pace: BodyPace,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    /// When the current wait began, if the body is being waited for.
-    waiting_since: Option<tokio::time::Instant>,
-    /// Waits that have ended, in all.
-    waited: Duration,
-}
-
-impl BodyTimer {
-    fn new(pace: BodyPace) -> Self {
-        Self {
-            pace,
-            deadline: Box::pin(tokio::time::sleep(pace.idle_timeout)),
-            waiting_since: None,
-            waited: Duration::ZERO,
-        }
-    }
-
-    /// Called when the body had nothing, with the bytes received so far: the reason to give up
-    /// once the client has been silent too long, or too slow in all.
-    fn expired(&mut self, received: u64, cx: &mut Context<'_>) -> Option<BodyTooSlow> {
-        let since = match self.waiting_since {
-            Some(since) => since,
-            None => {
-                let now = tokio::time::Instant::now();
-                self.waiting_since = Some(now);
-                let allowed = self.wait_allowed(received);
-                self.deadline.as_mut().reset(now + allowed);
-                now
-            }
-        };
-        self.deadline.as_mut().poll(cx).is_ready().then(|| {
-            if since.elapsed() >= self.pace.idle_timeout {
-                BodyTooSlow::Idle(self.pace.idle_timeout)
-            } else {
-                BodyTooSlow::BelowRate {
-                    min_rate: self.pace.min_rate,
-                    grace: self.pace.grace,
-                }
-            }
-        })
-    }
-
-    /// The longest the current wait may last.
-    fn wait_allowed(&self, received: u64) -> Duration {
-        let BodyPace {
-            idle_timeout,
-            grace,
-            min_rate,
-        } = self.pace;
-        if min_rate == 0 {
-            return idle_timeout;
-        }
-        let earned = grace + Duration::from_secs_f64(received as f64 / min_rate as f64);
-        idle_timeout.min(earned.saturating_sub(self.waited))
-    }
-
-    /// The body delivered something (or ended): the current wait is over.
-    fn answered(&mut self) {
-        if let Some(since) = self.waiting_since.take() {
-            self.waited += since.elapsed();
-        }
-    }
-}
-
-/// The request body stopped arriving, or arrives too slowly.
-#[derive(Debug, thiserror::Error)]
-enum BodyTooSlow {
-    /// A pause longer than the idle timeout.
-    #[error("the request body stopped arriving for more than {0:?}")]
-    Idle(Duration),
-    #[error(
-        "the request body arrives slower than {min_rate} bytes per second (after {grace:?} of \
-         grace)"
-    )]
-    /// Less than the minimum rate once the grace period was spent.
-    BelowRate { min_rate: u64, grace: Duration },
 }
 
 impl HttpBody for CountingBody {

@@ -4,10 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod args;
+mod limits;
+
+pub use args::{LogFormat, ServeArgs};
+pub use limits::{ConnectionLimits, Limits, UploadPolicy};
+
 use crate::auth::ApiKeys;
-use crate::cli::ServeArgs;
 use crate::credentials::{self, ClientCredentials};
-use crate::http::{ConnectionLimits, Limits, UploadPolicy};
 use crate::keys::{self, KeygenOutcome, ProxyKeys};
 use crate::storage::Backend;
 use crate::tls::{ServerTls, TlsFiles};
