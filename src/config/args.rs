@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::builder::{BoolishValueParser, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
+use super::limits::defaults;
 use crate::transfer::BlobFormat;
 
 /// Log output style.
@@ -74,7 +75,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "BLOB_FORMAT",
-        default_value = "stream",
+        default_value = BlobFormat::default().as_str(),
         value_parser = PossibleValuesParser::new(["stream", "fernet"])
             .map(|text| text.parse::<BlobFormat>().expect("one of the possible values")),
     )]
@@ -83,13 +84,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
     /// Largest `public-keys` form field in bytes.
-    #[arg(long, env = "MAX_PUBLIC_KEYS_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "MAX_PUBLIC_KEYS_BYTES", default_value_t = defaults::MAX_PUBLIC_KEYS_BYTES)]
     pub max_public_keys_bytes: usize,
     /// Most recipients in one upload.
-    #[arg(long, env = "MAX_RECIPIENTS", default_value_t = 100)]
+    #[arg(long, env = "MAX_RECIPIENTS", default_value_t = defaults::MAX_RECIPIENTS)]
     pub max_recipients: usize,
     /// Uploads and downloads served at once; more get 503 with Retry-After.
-    #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = 256)]
+    #[arg(long, env = "MAX_CONCURRENT_TRANSFERS", default_value_t = defaults::MAX_CONCURRENT_TRANSFERS)]
     pub max_concurrent_transfers: usize,
     /// Bytes that all uploads and downloads together may buffer on their way to or from storage;
     /// a transfer past it waits for others, reading no more from its client meanwhile.
@@ -97,24 +98,24 @@ pub struct ServeArgs {
     pub max_buffer_bytes: usize,
     /// Wrong credentials allowed per client address (IPv6: per /64) and minute; past them the
     /// address gets 429 without any key derivation. 0 turns the limit off.
-    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = 20)]
+    #[arg(long, env = "AUTH_FAILURES_PER_MINUTE", default_value_t = defaults::AUTH_FAILURES_PER_MINUTE)]
     pub auth_failures_per_minute: u32,
     /// Largest request head (request line and headers) in bytes; larger gets 431.
-    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 128 * 1024)]
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = defaults::MAX_HEADER_BYTES)]
     pub max_header_bytes: usize,
     /// Seconds a client has to send its request headers.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = defaults::HEADER_READ_TIMEOUT_SECS)]
     pub header_read_timeout_secs: u64,
     /// Seconds a client may pause inside a body (sending an upload, taking a download) before
     /// the transfer is failed.
-    #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "BODY_IDLE_TIMEOUT_SECS", default_value_t = defaults::BODY_IDLE_TIMEOUT_SECS)]
     pub body_idle_timeout_secs: u64,
     /// Seconds a request body may take before BODY_MIN_RATE applies.
-    #[arg(long, env = "BODY_GRACE_SECS", default_value_t = 20)]
+    #[arg(long, env = "BODY_GRACE_SECS", default_value_t = defaults::BODY_GRACE_SECS)]
     pub body_grace_secs: u64,
     /// Slowest average rate, in bytes per second, of a request body once BODY_GRACE_SECS are
     /// spent (each byte buys 1/rate seconds more); slower clients get 400. 0 turns it off.
-    #[arg(long, env = "BODY_MIN_RATE", default_value_t = 500)]
+    #[arg(long, env = "BODY_MIN_RATE", default_value_t = defaults::BODY_MIN_RATE)]
     pub body_min_rate: u64,
     /// Seconds that transfers in flight may take to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]

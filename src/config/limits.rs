@@ -4,6 +4,30 @@ use std::time::Duration;
 
 use crate::transfer::BlobFormat;
 
+/// The default of every limit, shared by the command line and the `Default` implementations.
+pub mod defaults {
+    /// Largest `public-keys` form field, in bytes (`MAX_PUBLIC_KEYS_BYTES`).
+    pub const MAX_PUBLIC_KEYS_BYTES: usize = 64 * 1024;
+    /// Most recipients in one upload (`MAX_RECIPIENTS`).
+    pub const MAX_RECIPIENTS: usize = 100;
+    /// Largest body of a download request, in bytes; not configurable.
+    pub const MAX_DOWNLOAD_BODY_BYTES: usize = 64 * 1024;
+    /// Longest pause inside a body, in seconds (`BODY_IDLE_TIMEOUT_SECS`).
+    pub const BODY_IDLE_TIMEOUT_SECS: u64 = 60;
+    /// Seconds before the minimum body rate applies (`BODY_GRACE_SECS`).
+    pub const BODY_GRACE_SECS: u64 = 20;
+    /// Slowest average request body rate, in bytes per second (`BODY_MIN_RATE`).
+    pub const BODY_MIN_RATE: u64 = 500;
+    /// Uploads and downloads served at once (`MAX_CONCURRENT_TRANSFERS`).
+    pub const MAX_CONCURRENT_TRANSFERS: usize = 256;
+    /// Wrong credentials allowed per client address and minute (`AUTH_FAILURES_PER_MINUTE`).
+    pub const AUTH_FAILURES_PER_MINUTE: u32 = 20;
+    /// Seconds a client has to send its request head (`HEADER_READ_TIMEOUT_SECS`).
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 30;
+    /// Largest request head, in bytes (`MAX_HEADER_BYTES`).
+    pub const MAX_HEADER_BYTES: usize = 128 * 1024;
+}
+
 /// Limits on what a request may carry.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -31,15 +55,15 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_public_keys_bytes: 64 * 1024,
-            max_recipients: 100,
+            max_public_keys_bytes: defaults::MAX_PUBLIC_KEYS_BYTES,
+            max_recipients: defaults::MAX_RECIPIENTS,
             max_upload_bytes: None,
-            max_download_body_bytes: 64 * 1024,
-            body_idle_timeout: Duration::from_secs(60),
-            body_grace: Duration::from_secs(20),
-            body_min_rate: 500,
-            max_concurrent_transfers: 256,
-            auth_failures_per_minute: 20,
+            max_download_body_bytes: defaults::MAX_DOWNLOAD_BODY_BYTES,
+            body_idle_timeout: Duration::from_secs(defaults::BODY_IDLE_TIMEOUT_SECS),
+            body_grace: Duration::from_secs(defaults::BODY_GRACE_SECS),
+            body_min_rate: defaults::BODY_MIN_RATE,
+            max_concurrent_transfers: defaults::MAX_CONCURRENT_TRANSFERS,
+            auth_failures_per_minute: defaults::AUTH_FAILURES_PER_MINUTE,
         }
     }
 }
@@ -65,8 +89,8 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 128 * 1024,
+            header_read_timeout: Duration::from_secs(defaults::HEADER_READ_TIMEOUT_SECS),
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
         }
     }
 }
