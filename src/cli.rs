@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, ServeArgs};
+use crate::config::{self, ConfigError, ServeArgs};
 use crate::credentials;
-use crate::keys::{self, KeygenOutcome};
+use crate::crypto::CryptoError;
+use crate::keys::{self, KeyError, KeygenOutcome};
+use crate::server::{self, ServerError};
 
 /// blobprox: an HTTP proxy that encrypts files on their way into Azure Blob Storage.
 #[derive(Debug, Parser)]
@@ -76,20 +78,30 @@ pub fn parse() -> Result<Cli, clap::Error> {
     Ok(cli)
 }
 
-/// Runs a parsed command line; the exit code reports success.
-pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Serve(args) => crate::server::serve(*args),
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The `serve` options cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The proxy could not start or stopped on an error.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Key files could not be written, read or listed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// New credentials could not be made.
+    #[error(transparent)]
+    Credentials(#[from] CryptoError),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => Ok(server::serve(config::resolve(&args)?)?),
         Command::Keygen(args) => keygen(&args),
         Command::Credentials(args) => make_credentials(&args),
         Command::Keys(args) => list_keys(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("blobprox: error: {message}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -121,9 +133,9 @@ pub fn usage_error(error: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn keygen(args: &KeygenArgs) -> Result<(), String> {
+fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
     if args.rotate {
-        match keys::rotate_key_files(&args.path).map_err(|e| e.to_string())? {
+        match keys::rotate_key_files(&args.path)? {
             Some(retired) => println!(
                 "retired the previous keys to {} and wrote new keys to {}; send SIGHUP to \
                  running proxies (or restart them) to use them",
@@ -137,7 +149,7 @@ fn keygen(args: &KeygenArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    match keys::generate_key_files(&args.path, args.force).map_err(|e| e.to_string())? {
+    match keys::generate_key_files(&args.path, args.force)? {
         KeygenOutcome::Created => println!("wrote new keys to {}", args.path.display()),
         KeygenOutcome::KeptExisting => println!(
             "keys already present in {}; left unchanged (use --force to replace them)",
@@ -147,8 +159,8 @@ fn keygen(args: &KeygenArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn list_keys(args: &KeysArgs) -> Result<(), String> {
-    let listing = keys::list_keys(&args.path).map_err(|e| e.to_string())?;
+fn list_keys(args: &KeysArgs) -> Result<(), CliError> {
+    let listing = keys::list_keys(&args.path)?;
     let now = std::time::SystemTime::now();
     println!("ROLE     FINGERPRINT       SINCE                 AGE  FILE");
     for key in listing {
@@ -166,10 +178,9 @@ fn list_keys(args: &KeysArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn make_credentials(args: &CredentialsArgs) -> Result<(), String> {
-    let (client, api_key) = credentials::generate().map_err(|e| e.to_string())?;
-    let files =
-        credentials::write_files(&args.path, &client, &api_key).map_err(|e| e.to_string())?;
+fn make_credentials(args: &CredentialsArgs) -> Result<(), CliError> {
+    let (client, api_key) = credentials::generate()?;
+    let files = credentials::write_files(&args.path, &client, &api_key)?;
     println!(
         "wrote {} and {}",
         files.client.display(),

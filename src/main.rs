@@ -11,7 +11,13 @@ fn main() -> ExitCode {
     // The real environment wins over `.env`, and flags win over both.
     let _ = dotenvy::dotenv();
     match blobprox::cli::parse() {
-        Ok(cli) => blobprox::cli::run(cli),
+        Ok(cli) => match blobprox::cli::run(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("blobprox: error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Err(error) => blobprox::cli::usage_error(error),
     }
 }

@@ -5,91 +5,159 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::Shared;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, LogFormat, ServeArgs};
+use crate::config::{self, LogFormat, Logging, ServeConfig};
 use crate::http::{self, AppState};
 use crate::keys;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::tls::ReloadableCert;
 
-/// Runs `blobprox serve` until SIGTERM or SIGINT.
-pub fn serve(args: ServeArgs) -> Result<(), String> {
-    let config = config::resolve(&args)?;
-    init_logging(&args);
+/// Why the proxy could not start, or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The async runtime could not be made.
+    #[error("cannot start runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The storage could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The API address cannot be listened on.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// HOST:PORT.
+        address: String,
+        /// What binding said.
+        source: std::io::Error,
+    },
+    /// The METRICS_ADDR address cannot be listened on.
+    #[error("cannot listen on METRICS_ADDR {address}: {source}")]
+    ListenMetrics {
+        /// METRICS_ADDR.
+        address: String,
+        /// What binding said.
+        source: std::io::Error,
+    },
+    /// A listener does not know its own address.
+    #[error(transparent)]
+    LocalAddress(std::io::Error),
+    /// Serving failed.
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs `blobprox serve` with a resolved configuration until SIGTERM or SIGINT.
+pub fn serve(config: ServeConfig) -> Result<(), ServerError> {
+    init_logging(config.logging);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime =
-        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start runtime: {e}"))?;
-    runtime.block_on(async move {
-        let storage = Storage::open(config.backend.clone())
-            .map_err(|e| e.to_string())?
-            .with_max_buffer_bytes(args.max_buffer_bytes);
-        let state = AppState::new(
-            config.keys,
-            storage,
-            config.api_keys,
-            config.limits,
-            config.upload_policy,
-        );
-        let address = format!("{}:{}", args.host, args.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-        let metrics_listener = match &args.metrics_addr {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on METRICS_ADDR {address}: {e}"))?),
+    let runtime = tokio::runtime::Runtime::new().map_err(ServerError::Runtime)?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: ServeConfig) -> Result<(), ServerError> {
+    let storage =
+        Storage::open(config.backend.clone())?.with_max_buffer_bytes(config.max_buffer_bytes);
+    let listener = TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+    let metrics_listener =
+        match &config.metrics_address {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| {
+                ServerError::ListenMetrics {
+                    address: address.clone(),
+                    source,
+                }
+            })?),
             None => None,
         };
-        for notice in &config.notices {
-            println!("{notice}");
+    announce(&config, &listener, metrics_listener.as_ref())?;
+    let state = AppState::new(
+        config.keys,
+        storage,
+        config.api_keys,
+        config.limits,
+        config.upload_policy,
+    );
+    // A wrong or expired storage credential shows here once, and in /readyz, rather than as
+    // a stack of errors on every request.
+    if let Err(error) = state.storage.check_reachable().await {
+        tracing::warn!(%error, "storage is not ready");
+    }
+    tokio::spawn(reload_on_hangup(
+        state.clone(),
+        config.key_dir,
+        config.api_key_file,
+    ));
+    let shutdown = drain_on_signal(state.clone(), config.shutdown_grace);
+    let limits = config.connection_limits;
+    let router = match metrics_listener {
+        Some(metrics) => {
+            let metrics_router = http::metrics_router(state.clone());
+            tokio::spawn(http::serve(
+                metrics,
+                metrics_router,
+                shutdown.clone(),
+                limits,
+            ));
+            http::api_router(state)
         }
-        println!("storage: {}", config.backend.describe());
-        if let Some(metrics) = &metrics_listener {
-            println!("metrics on http://{}/metrics", metrics.local_addr().map_err(|e| e.to_string())?);
+        None => http::router(state),
+    };
+    let served = match config.tls {
+        Some(tls) => {
+            tokio::spawn(reload_certificate_on_hangup(tls.cert));
+            http::serve_tls(listener, tls.config, router, shutdown, limits).await
         }
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("listening on {scheme}://{local}");
-        tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
-        // A wrong or expired storage credential shows here once, and in /readyz, rather than as
-        // a stack of errors on every request.
-        if let Err(error) = state.storage.check_reachable().await {
-            tracing::warn!(%error, "storage is not ready");
-        }
-        tokio::spawn(reload_on_hangup(
-            state.clone(),
-            config.key_dir.clone(),
-            config.api_key_file.clone(),
-        ));
-        let grace = Duration::from_secs(args.shutdown_grace_secs);
-        let drain_state = state.clone();
-        let shutdown = async move {
-            shutdown_signal().await;
-            let deadline = tokio::time::Instant::now() + grace;
-            drain_state.drain(deadline).await;
-            deadline
-        }
-        .shared();
-        let router = match metrics_listener {
-            Some(metrics) => {
-                tokio::spawn(http::serve(metrics, http::metrics_router(state.clone()), shutdown.clone(), config.connection_limits));
-                http::api_router(state)
-            }
-            None => http::router(state),
-        };
-        let served = match config.tls {
-            Some(tls) => {
-                tokio::spawn(reload_certificate_on_hangup(tls.cert));
-                http::serve_tls(listener, tls.config, router, shutdown, config.connection_limits).await
-            }
-            None => http::serve(listener, router, shutdown, config.connection_limits).await,
-        };
-        served.map_err(|e| format!("server failed: {e}"))?;
-        tracing::info!("blobprox stopped");
-        Ok(())
-    })
+        None => http::serve(listener, router, shutdown, limits).await,
+    };
+    served.map_err(ServerError::Serve)?;
+    tracing::info!("blobprox stopped");
+    Ok(())
+}
+
+/// Tells the operator where things are and what the proxy listens on.
+fn announce(
+    config: &ServeConfig,
+    listener: &TcpListener,
+    metrics_listener: Option<&TcpListener>,
+) -> Result<(), ServerError> {
+    for notice in &config.notices {
+        println!("{notice}");
+    }
+    println!("storage: {}", config.backend.describe());
+    if let Some(metrics) = metrics_listener {
+        let local = metrics.local_addr().map_err(ServerError::LocalAddress)?;
+        println!("metrics on http://{local}/metrics");
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let local = listener.local_addr().map_err(ServerError::LocalAddress)?;
+    println!("listening on {scheme}://{local}");
+    tracing::info!(keys = %config.key_dir.display(), storage = %config.backend.describe(), "blobprox started");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT once transfers in flight have finished or `grace` has passed,
+/// with the deadline by which the listeners must stop; every listener waits on a clone.
+fn drain_on_signal(state: AppState, grace: Duration) -> Shared<impl Future<Output = Instant>> {
+    async move {
+        shutdown_signal().await;
+        let deadline = Instant::now() + grace;
+        state.drain(deadline).await;
+        deadline
+    }
+    .shared()
 }
 
 /// On every SIGHUP, reads the key directory and `API_KEY_FILE` again. Requests in flight keep
@@ -129,18 +197,15 @@ async fn reload_on_hangup(state: AppState, key_dir: PathBuf, api_key_file: Optio
     }
 }
 
-fn init_logging(args: &ServeArgs) {
-    let default_level = if args.prod { "info" } else { "debug" };
+fn init_logging(logging: Logging) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_level},hyper=info,h2=info,reqwest=info"))
-    });
-    let format = args.log_format.unwrap_or(if args.prod {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
+        EnvFilter::new(format!(
+            "{},hyper=info,h2=info,reqwest=info",
+            logging.default_level
+        ))
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
+    match logging.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
