@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -27,15 +27,47 @@ pub enum TlsError {
         /// What reading it said.
         source: std::io::Error,
     },
-    /// A file holds no usable PEM object of the expected kind.
-    #[error("{setting} {path}: {detail}")]
-    Content {
+    /// A certificate file does not parse as PEM.
+    #[error("{setting} {path}: bad PEM: {source}")]
+    BadPem {
         /// The setting that names the file.
         setting: &'static str,
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        detail: String,
+        /// What the PEM parser said.
+        source: pem::Error,
+    },
+    /// A certificate file holds no certificate.
+    #[error("{setting} {path}: no PEM certificate")]
+    NoCertificate {
+        /// The setting that names the file.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// TLS_KEY_FILE holds no private key.
+    #[error("TLS_KEY_FILE {path}: no PEM private key (PKCS#8, SEC1 or PKCS#1): {source}")]
+    NoPrivateKey {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: pem::Error,
+    },
+    /// A certificate of TLS_CLIENT_CA_FILE cannot be a trust anchor.
+    #[error("TLS_CLIENT_CA_FILE {path}: {source}")]
+    ClientCaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// The certificates of TLS_CLIENT_CA_FILE make no client verifier.
+    #[error("TLS_CLIENT_CA_FILE {path}: {source}")]
+    ClientVerifier {
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        source: rustls::server::VerifierBuilderError,
     },
     /// The key does not belong to the certificate, or the provider cannot use it.
     #[error("TLS_KEY_FILE {key} does not fit TLS_CERT_FILE {cert}: {reason}")]
@@ -89,7 +121,10 @@ impl ServerTls {
                     provider,
                 )
                 .build()
-                .map_err(|error| content_error("TLS_CLIENT_CA_FILE", path, error))?;
+                .map_err(|source| TlsError::ClientVerifier {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -157,12 +192,9 @@ fn read_pair(
     let chain = read_certificates("TLS_CERT_FILE", cert_path)?;
     let key_pem = read("TLS_KEY_FILE", key_path)?;
     // PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY") and PKCS#1 ("RSA PRIVATE KEY") alike.
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| {
-        content_error(
-            "TLS_KEY_FILE",
-            key_path,
-            format!("no PEM private key (PKCS#8, SEC1 or PKCS#1): {error}"),
-        )
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NoPrivateKey {
+        path: key_path.to_owned(),
+        source,
     })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|reason| TlsError::Mismatch {
         cert: cert_path.to_owned(),
@@ -176,7 +208,10 @@ fn client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     for certificate in read_certificates("TLS_CLIENT_CA_FILE", path)? {
         roots
             .add(certificate)
-            .map_err(|error| content_error("TLS_CLIENT_CA_FILE", path, error))?;
+            .map_err(|source| TlsError::ClientCaCertificate {
+                path: path.to_owned(),
+                source,
+            })?;
     }
     Ok(roots)
 }
@@ -189,9 +224,16 @@ fn read_certificates(
     let pem = read(setting, path)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| content_error(setting, path, format!("bad PEM: {error}")))?;
+        .map_err(|source| TlsError::BadPem {
+            setting,
+            path: path.to_owned(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(content_error(setting, path, "no PEM certificate"));
+        return Err(TlsError::NoCertificate {
+            setting,
+            path: path.to_owned(),
+        });
     }
     Ok(chain)
 }
@@ -202,14 +244,6 @@ fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_owned(),
         source,
     })
-}
-
-fn content_error(setting: &'static str, path: &Path, detail: impl ToString) -> TlsError {
-    TlsError::Content {
-        setting,
-        path: path.to_owned(),
-        detail: detail.to_string(),
-    }
 }
 
 #[cfg(test)]
