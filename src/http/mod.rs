@@ -73,6 +73,10 @@ fn routes(state: AppState, with_metrics: bool) -> Router {
         .route("/docs", get(|| async { Html(openapi::DOCS_PAGE) }))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_timeout::limit_body_pace,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }

@@ -16,7 +16,6 @@ use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::AppState;
-use super::body_timeout::{BodyPace, BodyTimer};
 use crate::metrics::{Metrics, RequestRecord};
 use crate::transfer::{BlobFormat, TransferError};
 
@@ -47,18 +46,12 @@ pub async fn observe(
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
     let received = Arc::new(AtomicU64::new(0));
-    let pace = BodyPace {
-        idle_timeout: state.limits.body_idle_timeout,
-        grace: state.limits.body_grace,
-        min_rate: state.limits.body_min_rate,
-    };
     let request = request.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
             expected_len: None,
             on_end: None,
-            pace: Some(BodyTimer::new(pace)),
         })
     });
     state.metrics.request_started();
@@ -94,7 +87,6 @@ pub async fn observe(
             bytes: Arc::new(AtomicU64::new(0)),
             expected_len,
             on_end: Some(finish),
-            pace: None,
         })
     })
 }
@@ -173,14 +165,12 @@ impl Finish {
     }
 }
 
-/// A body that counts its data bytes; for responses it reports when it ends or is dropped, for
-/// requests it fails when the client stops sending or sends too slowly.
+/// A body that counts its data bytes; for responses it also reports when it ends or is dropped.
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
     expected_len: Option<u64>,
     on_end: Option<Finish>,
-    pace: Option<BodyTimer>,
 }
 
 impl HttpBody for CountingBody {
@@ -192,16 +182,6 @@ impl HttpBody for CountingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let received = self.bytes.load(Ordering::Relaxed);
-        if let Some(pace) = &mut self.pace {
-            if polled.is_pending() {
-                if let Some(reason) = pace.expired(received, cx) {
-                    return Poll::Ready(Some(Err(axum::Error::new(reason))));
-                }
-            } else {
-                pace.answered();
-            }
-        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
