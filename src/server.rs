@@ -59,25 +59,11 @@ pub fn serve(config: ServeConfig) -> Result<(), ServerError> {
     runtime.block_on(run(config))
 }
 
+/// Opens the storage, listens, and serves until shutdown has drained.
 async fn run(config: ServeConfig) -> Result<(), ServerError> {
     let storage =
         Storage::open(config.backend.clone())?.with_max_buffer_bytes(config.max_buffer_bytes);
-    let listener = TcpListener::bind(&config.listen_address)
-        .await
-        .map_err(|source| ServerError::Listen {
-            address: config.listen_address.clone(),
-            source,
-        })?;
-    let metrics_listener =
-        match &config.metrics_address {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|source| {
-                ServerError::ListenMetrics {
-                    address: address.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+    let (listener, metrics_listener) = bind(&config).await?;
     announce(&config, &listener, metrics_listener.as_ref())?;
     let state = AppState::new(
         config.keys,
@@ -121,6 +107,27 @@ async fn run(config: ServeConfig) -> Result<(), ServerError> {
     served.map_err(ServerError::Serve)?;
     tracing::info!("blobprox stopped");
     Ok(())
+}
+
+/// The API listener and, with METRICS_ADDR, the metrics listener.
+async fn bind(config: &ServeConfig) -> Result<(TcpListener, Option<TcpListener>), ServerError> {
+    let listener = TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+    let Some(address) = &config.metrics_address else {
+        return Ok((listener, None));
+    };
+    let metrics_listener =
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::ListenMetrics {
+                address: address.clone(),
+                source,
+            })?;
+    Ok((listener, Some(metrics_listener)))
 }
 
 /// Tells the operator where things are and what the proxy listens on.

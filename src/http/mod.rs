@@ -1,4 +1,5 @@
-//! The HTTP API: routes, shared state, authentication and serving.
+//! The HTTP API: the routes here; the shared state ([`AppState`]), the accept loop ([`serve`]),
+//! the auth middleware, the body pace limit, probes and the handlers in submodules.
 
 mod auth;
 mod body_timeout;
