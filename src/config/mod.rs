@@ -157,10 +157,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
         listen_address: format!("{}:{}", args.host, args.port),
         metrics_address: args.metrics_addr.clone(),
         limits: limits(args),
-        connection_limits: ConnectionLimits {
-            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
-            max_header_bytes: args.max_header_bytes,
-        },
+        connection_limits: connection_limits(args),
         upload_policy: UploadPolicy {
             static_data_key: args.static_data_key,
             format: args.blob_format,
@@ -281,6 +278,13 @@ fn limits(args: &ServeArgs) -> Limits {
     }
 }
 
+fn connection_limits(args: &ServeArgs) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        max_header_bytes: args.max_header_bytes,
+    }
+}
+
 fn logging(args: &ServeArgs) -> Logging {
     let (default_level, default_format) = if args.prod {
         ("info", LogFormat::Json)
@@ -323,4 +327,45 @@ pub fn credentials_banner(client: &ClientCredentials, api_key: &str) -> String {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `blobprox serve`'s options alone, parsed from a command line.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(flags: &[&str]) -> ServeArgs {
+        let line = std::iter::once("serve").chain(flags.iter().copied());
+        Serve::try_parse_from(line).expect("valid flags").args
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_library_defaults() {
+        let args = parse(&[]);
+        assert_eq!(
+            format!("{:?}", limits(&args)),
+            format!("{:?}", Limits::default())
+        );
+        assert_eq!(
+            format!("{:?}", connection_limits(&args)),
+            format!("{:?}", ConnectionLimits::default())
+        );
+        assert_eq!(args.blob_format, UploadPolicy::default().format);
+    }
+
+    #[test]
+    fn half_a_tls_configuration_is_refused_with_what_is_missing() {
+        let refused = |flags: &[&str]| tls_files(&parse(flags)).unwrap_err().to_string();
+        assert!(refused(&["--tls-cert-file", "c.pem"]).starts_with("TLS_CERT_FILE is set but"));
+        assert!(refused(&["--tls-key-file", "k.pem"]).starts_with("TLS_KEY_FILE is set but"));
+        assert!(refused(&["--tls-client-ca-file", "ca.pem"]).contains("needs HTTPS"));
+    }
 }
