@@ -1,0 +1,86 @@
+//! Moving plaintext in and out of storage: encrypt while uploading, authenticate and decrypt
+//! while downloading. Knows the blob formats and storage, nothing of HTTP.
+
+use thiserror::Error;
+
+use crate::crypto::CryptoError;
+use crate::storage::StorageError;
+
+mod opened;
+mod writer;
+
+pub use opened::OpenedBlob;
+pub use writer::BlobWriter;
+
+/// Failures while moving a blob.
+#[derive(Debug, Error)]
+pub enum TransferError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The data key does not open this blob (or, for Fernet, the blob was altered).
+    #[error("the decryption key does not open this blob (wrong key, or the blob was altered)")]
+    WrongKey,
+    /// The stored blob is not authentic or not in a format blobprox reads.
+    #[error("the stored blob failed authentication: {0}")]
+    Corrupt(String),
+    /// A cryptographic operation failed in a way input cannot cause.
+    #[error("encryption failed: {0}")]
+    Crypto(CryptoError),
+}
+
+impl TransferError {
+    /// Whether stored data failed authentication (rather than storage failing to deliver it).
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(self, TransferError::Corrupt(_))
+    }
+}
+
+impl From<CryptoError> for TransferError {
+    fn from(error: CryptoError) -> Self {
+        match error {
+            CryptoError::KeyMismatch => TransferError::WrongKey,
+            CryptoError::AuthenticationFailed => {
+                TransferError::Corrupt("a segment failed authentication".into())
+            }
+            CryptoError::MalformedToken(why) | CryptoError::Corrupt(why) => {
+                TransferError::Corrupt(why.into())
+            }
+            other => TransferError::Crypto(other),
+        }
+    }
+}
+
+/// The format new blobs are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlobFormat {
+    /// blobprox's segmented AES-256-GCM format: range reads, one pass, no base64.
+    #[default]
+    Stream,
+    /// A Fernet token, readable by the Python proxy.
+    Fernet,
+}
+
+impl BlobFormat {
+    /// The format's name, as `BLOB_FORMAT` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobFormat::Stream => "stream",
+            BlobFormat::Fernet => "fernet",
+        }
+    }
+}
+
+impl std::str::FromStr for BlobFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "stream" => Ok(BlobFormat::Stream),
+            "fernet" => Ok(BlobFormat::Fernet),
+            other => Err(format!(
+                "unknown blob format {other:?}: use stream or fernet"
+            )),
+        }
+    }
+}
