@@ -18,7 +18,7 @@ pub use azure::AzureAccount;
 pub use backend::Backend;
 pub use container::{BlobInfo, Container};
 pub use error::StorageError;
-pub use names::{BlobName, ContainerName};
+pub use names::{BlobName, BlobNameProblem, ContainerName, NameError};
 pub use parts::BufferBudget;
 pub use staged::StagedBlob;
 pub use stores::{DEFAULT_MAX_BUFFER_BYTES, Storage};

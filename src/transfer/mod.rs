@@ -46,7 +46,10 @@ impl From<CryptoError> for TransferError {
             CryptoError::MalformedToken(why) | CryptoError::Corrupt(why) => {
                 TransferError::Corrupt(why.into())
             }
-            other => TransferError::Crypto(other),
+            CryptoError::MalformedKey
+            | CryptoError::InvalidRsaKey(_)
+            | CryptoError::UnwrapFailed
+            | CryptoError::Internal => TransferError::Crypto(error),
         }
     }
 }
@@ -71,16 +74,19 @@ impl BlobFormat {
     }
 }
 
+/// A `BLOB_FORMAT` value that names no format.
+#[derive(Debug, Error)]
+#[error("unknown blob format {0:?}: use stream or fernet")]
+pub struct UnknownBlobFormat(String);
+
 impl std::str::FromStr for BlobFormat {
-    type Err = String;
+    type Err = UnknownBlobFormat;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "stream" => Ok(BlobFormat::Stream),
             "fernet" => Ok(BlobFormat::Fernet),
-            other => Err(format!(
-                "unknown blob format {other:?}: use stream or fernet"
-            )),
+            other => Err(UnknownBlobFormat(other.to_owned())),
         }
     }
 }
