@@ -106,9 +106,10 @@ impl ApiError {
             ApiError::Busy { .. } => Some(1),
             ApiError::Transfer(error) => match error {
                 TransferError::Storage(error) => storage_retry_after_secs(error),
-                TransferError::WrongKey | TransferError::Corrupt(_) | TransferError::Crypto(_) => {
-                    None
-                }
+                TransferError::WrongKey
+                | TransferError::Corrupt(_)
+                | TransferError::Crypto(_)
+                | TransferError::TooLarge { .. } => None,
             },
             ApiError::RouteNotFound
             | ApiError::MethodNotAllowed
@@ -154,9 +155,10 @@ impl ApiError {
         match self {
             ApiError::Transfer(error) => match error {
                 TransferError::Storage(error) => is_storage_failure(error),
-                TransferError::WrongKey | TransferError::Corrupt(_) | TransferError::Crypto(_) => {
-                    false
-                }
+                TransferError::WrongKey
+                | TransferError::Corrupt(_)
+                | TransferError::Crypto(_)
+                | TransferError::TooLarge { .. } => false,
             },
             ApiError::RouteNotFound
             | ApiError::MethodNotAllowed
@@ -208,6 +210,7 @@ fn transfer_status(error: &TransferError) -> StatusCode {
         TransferError::WrongKey => StatusCode::FORBIDDEN,
         TransferError::Corrupt(_) => StatusCode::BAD_GATEWAY,
         TransferError::Crypto(error) => crypto_status(error, false),
+        TransferError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 
@@ -300,6 +303,16 @@ mod tests {
         let down = ApiError::from(StorageError::Unavailable("timeout".into())).into_response();
         assert!(down.headers().get(RETRY_AFTER).is_none());
         assert!(down.extensions().get::<StorageFailure>().is_some());
+    }
+
+    #[test]
+    fn an_upload_past_the_limit_is_too_large_and_names_the_limit() {
+        let error = ApiError::from(TransferError::TooLarge { limit: 5 });
+        assert_eq!(error.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            error.body(),
+            json!({ "detail": "the file is larger than the limit of 5 bytes" })
+        );
     }
 
     #[test]

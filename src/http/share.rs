@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::extract::BlobPath;
 use super::form::{self, FormReader};
 use super::recipients::{KeysResponse, PUBLIC_KEYS_FIELD, Recipients, parse_recipients};
+use crate::transfer::wrap_for_recipients;
 
 /// Proves the caller's wrapped key opens the blob, then answers it wrapped for each recipient.
 pub async fn share(
@@ -30,12 +31,8 @@ pub async fn share(
     let key = state.unwrap_key(&wrapped)?;
     // Opening checks the key commitment (stream) or the MAC over the whole token (Fernet).
     open_blob(&state, &target, key.clone()).await?;
-    Ok(Json(KeysResponse::wrap(
-        target.blob.as_str(),
-        &key,
-        &recipients,
-        &state.keys.load(),
-    )?))
+    let wrapped_keys = wrap_for_recipients(&key, &recipients, &state.keys.load())?;
+    Ok(Json(KeysResponse::new(target.blob.as_str(), wrapped_keys)))
 }
 
 /// The fields of a share request.

@@ -7,9 +7,11 @@ use crate::crypto::CryptoError;
 use crate::storage::StorageError;
 
 mod opened;
+mod upload;
 mod writer;
 
 pub use opened::OpenedBlob;
+pub use upload::{DataKeyPolicy, Upload, UploadRules, wrap_for_recipients};
 pub use writer::BlobWriter;
 
 /// Failures while moving a blob.
@@ -27,6 +29,12 @@ pub enum TransferError {
     /// A cryptographic operation failed in a way input cannot cause.
     #[error("encryption failed: {0}")]
     Crypto(CryptoError),
+    /// The plaintext of an upload grew past the size limit.
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in plaintext bytes.
+        limit: u64,
+    },
 }
 
 impl TransferError {

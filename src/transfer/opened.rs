@@ -329,7 +329,7 @@ async fn read_all(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::storage::{Backend, ContainerName, Storage};
     use crate::transfer::BlobWriter;
@@ -356,7 +356,8 @@ mod tests {
         (container, name, key)
     }
 
-    async fn read(
+    /// The plaintext of a stored blob, or of `range` of it.
+    pub(in crate::transfer) async fn read(
         (container, name, key): (Container, BlobName, DataKey),
         range: Option<Range<u64>>,
     ) -> Vec<u8> {
