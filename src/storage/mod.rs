@@ -21,6 +21,8 @@ pub use error::StorageError;
 pub use names::{BlobName, BlobNameProblem, ContainerName, NameError};
 pub use parts::BufferBudget;
 pub use staged::StagedBlob;
+#[cfg(test)]
+pub(crate) use stores::memory_container;
 pub use stores::{DEFAULT_MAX_BUFFER_BYTES, Storage};
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.

@@ -117,7 +117,7 @@ impl Drop for StagedBlob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Backend, BlobName, Container, ContainerName, Storage};
+    use crate::storage::{BlobName, Container, memory_container};
     use futures::TryStreamExt;
 
     fn blob(name: &str) -> BlobName {
@@ -138,11 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn staged_upload_is_invisible_until_commit() {
-        let storage = Storage::open(Backend::Memory).unwrap();
-        let container = storage
-            .container(&ContainerName::parse("test").unwrap())
-            .await
-            .unwrap();
+        let container = memory_container().await;
         let name = blob("a/b");
         let mut staged = container.stage(&name).await.unwrap();
         staged.write(Bytes::from_static(b"hello")).await.unwrap();
@@ -153,11 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn create_only_commit_keeps_the_existing_blob() {
-        let storage = Storage::open(Backend::Memory).unwrap();
-        let container = storage
-            .container(&ContainerName::parse("test").unwrap())
-            .await
-            .unwrap();
+        let container = memory_container().await;
         let name = blob("x");
         for (content, overwrite) in [(&b"first"[..], false), (b"second", false), (b"third", true)] {
             let mut staged = container.stage(&name).await.unwrap();

@@ -155,6 +155,16 @@ impl Storage {
     }
 }
 
+/// A fresh in-memory container, for tests.
+#[cfg(test)]
+pub(crate) async fn memory_container() -> Container {
+    Storage::open(Backend::Memory)
+        .unwrap()
+        .container(&ContainerName::parse("test").unwrap())
+        .await
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,7 +331,7 @@ async fn read_all(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::storage::{Backend, ContainerName, Storage};
+    use crate::storage::memory_container;
     use crate::transfer::BlobWriter;
     use futures::TryStreamExt;
     use proptest::prelude::*;
@@ -339,11 +339,7 @@ pub(super) mod tests {
     const SEGMENT: u64 = stream::DEFAULT_SEGMENT_SIZE as u64;
 
     async fn store(plaintext: &[u8], format: BlobFormat) -> (Container, BlobName, DataKey) {
-        let storage = Storage::open(Backend::Memory).unwrap();
-        let container = storage
-            .container(&ContainerName::parse("test").unwrap())
-            .await
-            .unwrap();
+        let container = memory_container().await;
         let name = BlobName::parse("blob").unwrap();
         let key = DataKey::generate().unwrap();
         let mut writer = BlobWriter::start(&container, &name, &key, format)

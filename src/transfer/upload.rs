@@ -122,16 +122,8 @@ mod tests {
     use futures::FutureExt;
 
     use super::*;
-    use crate::storage::{Backend, ContainerName, Storage};
+    use crate::storage::memory_container;
     use crate::transfer::opened::tests::read;
-
-    async fn container() -> Container {
-        Storage::open(Backend::Memory)
-            .unwrap()
-            .container(&ContainerName::parse("test").unwrap())
-            .await
-            .unwrap()
-    }
 
     fn rules(data_key: DataKeyPolicy, max_bytes: Option<u64>) -> UploadRules {
         UploadRules {
@@ -146,7 +138,7 @@ mod tests {
         let key = DataKey::generate().unwrap();
         let static_rules = rules(DataKeyPolicy::Static(key.clone()), None);
         let blob = BlobName::parse(name).unwrap();
-        (container().await, blob, key, static_rules)
+        (memory_container().await, blob, key, static_rules)
     }
 
     /// An upload of `plaintext` to `blob`, started and written, not yet published.
@@ -166,7 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_past_the_limit_publishes_nothing() {
-        let container = container().await;
+        let container = memory_container().await;
         let blob = BlobName::parse("big").unwrap();
         let limited = rules(DataKeyPolicy::Fresh, Some(10));
         let mut upload = written(&container, &blob, &limited, false, b"0123456789").await;
@@ -202,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn publishing_runs_to_its_end_when_the_caller_leaves() {
-        let container = container().await;
+        let container = memory_container().await;
         let blob = BlobName::parse("left").unwrap();
         let fresh = rules(DataKeyPolicy::Fresh, None);
         let upload = written(&container, &blob, &fresh, false, &vec![7; 3 << 20]).await;
