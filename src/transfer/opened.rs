@@ -12,7 +12,7 @@ use crate::crypto::CryptoError;
 use crate::crypto::data_key::DataKey;
 use crate::crypto::fernet::{self, FernetDecryptor, FernetVerifier, VerifiedToken};
 use crate::crypto::stream::{self, SegmentKey, StreamHeader, StreamLayout};
-use crate::storage::{BlobInfo, BlobName, Container};
+use crate::storage::{BlobInfo, BlobName, Container, ContainerName, Storage, StorageError};
 
 /// Plaintext chunks queued between decryption and the client.
 const DOWNLOAD_QUEUE: usize = 4;
@@ -48,6 +48,24 @@ pub struct OpenedBlob {
 }
 
 impl OpenedBlob {
+    /// [`Self::open`] of `blob` in the container `container` of `storage`; a missing container
+    /// is a missing blob, so that a reader learns no more than that the blob is not there.
+    pub async fn find(
+        storage: &Storage,
+        container: &ContainerName,
+        blob: BlobName,
+        key: DataKey,
+    ) -> Result<Self, TransferError> {
+        let container = storage
+            .container(container)
+            .await
+            .map_err(|error| match error {
+                StorageError::ContainerNotFound => StorageError::BlobNotFound,
+                other => other,
+            })?;
+        Self::open(container, blob, key).await
+    }
+
     /// Finds the blob, recognises its format and checks that `key` opens it.
     ///
     /// For a stream blob this checks the key commitment and the last segment (so a truncated
@@ -331,7 +349,7 @@ async fn read_all(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::storage::memory_container;
+    use crate::storage::{Backend, memory_container};
     use crate::transfer::BlobWriter;
     use futures::TryStreamExt;
     use proptest::prelude::*;
@@ -414,5 +432,18 @@ pub(super) mod tests {
                 }
             }
         });
+    }
+
+    #[tokio::test]
+    async fn a_missing_container_is_a_missing_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(Backend::Local(dir.path().to_owned())).unwrap();
+        let absent = ContainerName::parse("absent").unwrap();
+        let blob = BlobName::parse("x").unwrap();
+        let found = OpenedBlob::find(&storage, &absent, blob, DataKey::generate().unwrap()).await;
+        assert!(matches!(
+            found,
+            Err(TransferError::Storage(StorageError::BlobNotFound))
+        ));
     }
 }
