@@ -12,7 +12,7 @@ mod writer;
 
 pub use opened::OpenedBlob;
 pub use upload::{DataKeyPolicy, Upload, UploadRules, wrap_for_recipients};
-pub use writer::BlobWriter;
+use writer::BlobWriter;
 
 /// Failures while moving a blob.
 #[derive(Debug, Error)]
