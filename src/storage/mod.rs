@@ -21,6 +21,7 @@ use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectSt
 use thiserror::Error;
 
 mod azure;
+mod local;
 mod names;
 mod parts;
 
@@ -100,7 +101,6 @@ pub enum StorageError {
 impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         use object_store::Error as E;
-        use std::io::ErrorKind;
         match &error {
             E::NotFound { .. } => StorageError::BlobNotFound,
             E::AlreadyExists { .. } => StorageError::AlreadyExists,
@@ -112,13 +112,22 @@ impl From<object_store::Error> for StorageError {
                 StorageError::Unauthorized(summarize(&error))
             }
             // Local disk trouble surfaces as generic errors; the OS error tells which.
-            _ => match innermost_io_error(&error).map(std::io::Error::kind) {
-                Some(ErrorKind::StorageFull) => StorageError::Full(summarize(&error)),
-                Some(ErrorKind::NotADirectory | ErrorKind::IsADirectory) => {
-                    StorageError::NameConflict
-                }
-                _ => StorageError::Unavailable(summarize(&error)),
+            _ => match innermost_io_error(&error) {
+                Some(io) => StorageError::from_io(io),
+                None => StorageError::Unavailable(summarize(&error)),
             },
+        }
+    }
+}
+
+impl StorageError {
+    /// Classifies a local disk failure by its OS error.
+    fn from_io(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::StorageFull => StorageError::Full(summarize(error)),
+            ErrorKind::NotADirectory | ErrorKind::IsADirectory => StorageError::NameConflict,
+            _ => StorageError::Unavailable(summarize(error)),
         }
     }
 }
@@ -184,7 +193,7 @@ impl Backend {
 /// All containers of one backend, each store built once and reused.
 pub struct Storage {
     backend: Backend,
-    stores: RwLock<HashMap<ContainerName, Arc<dyn ObjectStore>>>,
+    containers: RwLock<HashMap<ContainerName, Container>>,
     probe: tokio::sync::OnceCell<MicrosoftAzure>,
     last_check: tokio::sync::Mutex<Option<(Instant, Result<(), StorageError>)>>,
     budget: BufferBudget,
@@ -205,7 +214,7 @@ impl Storage {
         }
         Ok(Self {
             backend,
-            stores: RwLock::default(),
+            containers: RwLock::default(),
             probe: tokio::sync::OnceCell::new(),
             last_check: tokio::sync::Mutex::default(),
             budget: BufferBudget::new(DEFAULT_MAX_BUFFER_BYTES),
@@ -269,51 +278,48 @@ impl Storage {
                 return Err(StorageError::ContainerNotFound);
             }
         }
-        if let Some(store) = self.stores.read().expect("lock").get(name) {
-            return Ok(self.wrap(store.clone()));
+        if let Some(container) = self.containers.read().expect("lock").get(name) {
+            return Ok(container.clone());
         }
-        let store: Arc<dyn ObjectStore> = match &self.backend {
-            Backend::Local(root) => Arc::new(
+        let (store, local): (Arc<dyn ObjectStore>, _) = match &self.backend {
+            Backend::Local(root) => {
                 // fsync before success: a 200 must survive a power cut.
-                LocalFileSystem::new_with_prefix(root.join(name.as_str()))
+                let store = LocalFileSystem::new_with_prefix(root.join(name.as_str()))
                     .map_err(StorageError::from)?
-                    .with_fsync(true),
-            ),
-            Backend::Memory => Arc::new(InMemory::new()),
+                    .with_fsync(true);
+                let store = Arc::new(store);
+                (store.clone(), Some(store))
+            }
+            Backend::Memory => (Arc::new(InMemory::new()), None),
             Backend::Azure(account) => {
                 let store = account.container_store(name.as_str())?;
                 // Only a container that exists is remembered; a missing one is asked again.
                 list_container(&store).await?;
-                Arc::new(store)
+                (Arc::new(store), None)
             }
         };
         let local_dir = match &self.backend {
             Backend::Local(root) => Some(root.join(name.as_str())),
             _ => None,
         };
-        let mut stores = self.stores.write().expect("lock");
-        let store = stores
+        let parts = match self.backend {
+            Backend::Local(_) | Backend::Memory => LOCAL_PARTS,
+            Backend::Azure(_) => AZURE_PARTS,
+        };
+        let mut containers = self.containers.write().expect("lock");
+        let container = containers
             .entry(name.clone())
             .or_insert_with(|| {
                 tokio::spawn(sweep_staging(store.clone(), local_dir));
-                store
+                Container {
+                    store,
+                    local,
+                    parts,
+                    budget: self.budget.clone(),
+                }
             })
             .clone();
-        Ok(self.wrap(store))
-    }
-
-    fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
-        let (local, parts) = match self.backend {
-            Backend::Local(_) => (true, LOCAL_PARTS),
-            Backend::Memory => (false, LOCAL_PARTS),
-            Backend::Azure(_) => (false, AZURE_PARTS),
-        };
-        Container {
-            store,
-            local,
-            parts,
-            budget: self.budget.clone(),
-        }
+        Ok(container)
     }
 }
 
@@ -415,15 +421,16 @@ pub struct BlobInfo {
 #[derive(Clone)]
 pub struct Container {
     store: Arc<dyn ObjectStore>,
-    /// Whether the local filesystem's extra name rules apply.
-    local: bool,
+    /// The local backend's store, whose reads bypass `object_store` (see [`local`]) and whose
+    /// file system has extra name rules.
+    local: Option<Arc<LocalFileSystem>>,
     parts: PartPlan,
     budget: BufferBudget,
 }
 
 impl Container {
     fn path(&self, blob: &BlobName) -> Result<Path, StorageError> {
-        if self.local
+        if self.local.is_some()
             && let Some(problem) = blob.local_problem()
         {
             return Err(StorageError::InvalidName(format!(
@@ -433,13 +440,65 @@ impl Container {
         blob.path()
     }
 
+    /// Where a blob of the local backend lies on disk.
+    fn local_file(
+        &self,
+        store: &LocalFileSystem,
+        blob: &BlobName,
+    ) -> Result<std::path::PathBuf, StorageError> {
+        Ok(store.path_to_filesystem(&self.path(blob)?)?)
+    }
+
     /// Size and version of a blob.
     pub async fn head(&self, blob: &BlobName) -> Result<BlobInfo, StorageError> {
+        if let Some(store) = &self.local {
+            return local::head(&self.local_file(store, blob)?);
+        }
         let meta = self.store.head(&self.path(blob)?).await?;
         Ok(BlobInfo {
             size: meta.size,
             etag: meta.e_tag,
         })
+    }
+
+    /// Size and version of a blob with its start, in one storage operation where the backend
+    /// allows: all of the blob when it is at most `whole_max` bytes, else at least its first
+    /// `at_least` bytes (up to `whole_max`, where the backend must choose before it knows the size).
+    pub async fn head_and_prefix(
+        &self,
+        blob: &BlobName,
+        whole_max: u64,
+        at_least: u64,
+    ) -> Result<(BlobInfo, Bytes), StorageError> {
+        if let Some(store) = &self.local {
+            let (file, info) = local::open(&self.local_file(store, blob)?)?;
+            let len = if info.size <= whole_max {
+                info.size
+            } else {
+                at_least
+            };
+            let prefix = local::read_prefix(&file, &info, len)?;
+            return Ok((info, prefix));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(0..whole_max.max(at_least))),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&self.path(blob)?, options).await {
+            Ok(result) => {
+                let info = BlobInfo {
+                    size: result.meta.size,
+                    etag: result.meta.e_tag.clone(),
+                };
+                Ok((info, result.bytes().await?))
+            }
+            Err(error @ object_store::Error::NotFound { .. }) => Err(error.into()),
+            // An empty blob has no byte 0 to start a range at; only a head tells it apart.
+            Err(error) => match self.head(blob).await? {
+                info if info.size == 0 => Ok((info, Bytes::new())),
+                _ => Err(error.into()),
+            },
+        }
     }
 
     /// Whether a blob of that name exists.
@@ -458,6 +517,10 @@ impl Container {
         info: &BlobInfo,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        if let Some(store) = &self.local {
+            let file = local::open_version(&self.local_file(store, blob)?, info)?;
+            return Ok(local::read(file, range.unwrap_or(0..info.size)));
+        }
         let options = GetOptions {
             if_match: info.etag.clone(),
             range: range.map(GetRange::Bounded),
@@ -465,7 +528,7 @@ impl Container {
         };
         let result = self.store.get_opts(&self.path(blob)?, options).await?;
         Ok(match result.payload {
-            GetResultPayload::File(file, _) => read_file(file, result.range),
+            GetResultPayload::File(file, _) => local::read(file, result.range),
             GetResultPayload::Stream(stream) => stream.map_err(StorageError::from).boxed(),
         })
     }
@@ -494,48 +557,6 @@ impl Container {
             settled: false,
         })
     }
-}
-
-/// Bytes read from a local file at a time; object_store's own file stream reads 8 KiB per
-/// blocking task, which caps downloads at a few hundred MB/s.
-const LOCAL_READ_CHUNK: u64 = 1024 * 1024;
-/// Reads up to this size (a stream header, one segment, a small blob) run on the async thread,
-/// as nginx's reads do: from the page cache they take microseconds, less than the round trip to
-/// a blocking thread, which was most of the time of small downloads and range requests.
-const LOCAL_INLINE_READ_MAX: u64 = 128 * 1024;
-
-/// Streams `range` of a local file in large positional reads.
-fn read_file(
-    file: std::fs::File,
-    range: Range<u64>,
-) -> BoxStream<'static, Result<Bytes, StorageError>> {
-    futures::stream::try_unfold((Arc::new(file), range), |(file, range)| async move {
-        if range.is_empty() {
-            return Ok(None);
-        }
-        let len = (range.end - range.start).min(LOCAL_READ_CHUNK);
-        let read = move |reader: &std::fs::File| {
-            use std::os::unix::fs::FileExt;
-            let mut buffer = vec![0u8; len as usize];
-            reader
-                .read_exact_at(&mut buffer, range.start)
-                .map(|()| buffer)
-        };
-        let bytes = if len <= LOCAL_INLINE_READ_MAX {
-            read(&file)
-        } else {
-            let reader = file.clone();
-            tokio::task::spawn_blocking(move || read(&reader))
-                .await
-                .map_err(|e| StorageError::Unavailable(e.to_string()))?
-        }
-        .map_err(|e| StorageError::Unavailable(format!("reading the blob failed: {e}")))?;
-        Ok(Some((
-            Bytes::from(bytes),
-            (file, range.start + len..range.end),
-        )))
-    })
-    .boxed()
 }
 
 /// An upload in progress under a private name. Dropped without commit, it is removed.
