@@ -17,7 +17,7 @@ use object_store::azure::MicrosoftAzure;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutMode};
 use thiserror::Error;
 
 mod azure;
@@ -29,7 +29,7 @@ pub use azure::AzureAccount;
 use azure::{CopyStatus, list_container};
 pub use names::{BlobName, ContainerName};
 pub use parts::BufferBudget;
-use parts::PartWriter;
+use parts::{Finished, PartWriter};
 
 /// Prefix under which uploads are staged inside a container; blob names may not start with it.
 pub const STAGING_PREFIX: &str = ".blobprox-staging";
@@ -543,13 +543,13 @@ impl Container {
     pub async fn stage(&self, blob: &BlobName) -> Result<StagedBlob, StorageError> {
         let target = self.path(blob)?;
         let staging = Path::from(format!("{STAGING_PREFIX}/{}", uuid::Uuid::new_v4()));
-        let upload = self.store.put_multipart(&staging).await?;
         Ok(StagedBlob {
             store: self.store.clone(),
-            staging,
+            staging: staging.clone(),
             target,
             writer: Some(PartWriter::new(
-                upload,
+                self.store.clone(),
+                staging,
                 self.parts.size,
                 self.parts.in_flight,
                 self.budget.clone(),
@@ -578,12 +578,25 @@ impl StagedBlob {
 
     /// Completes the upload and publishes it under its name.
     ///
-    /// Publishing is one copy (a hard link locally, a server-side copy on Azure, conditional on
-    /// the name being free when `overwrite` is false). Once it succeeded the upload has
-    /// succeeded: removing the staged copy afterwards is best effort, retried on drop.
+    /// An upload that fits in one part is published by one put; a larger one by one copy of
+    /// the staged blob (a hard link locally, a server-side copy on Azure). Either is atomic, and
+    /// conditional on the name being free when `overwrite` is false. Once it succeeded the
+    /// upload has succeeded: removing the staged copy afterwards is best effort, retried on drop.
     pub async fn commit(mut self, overwrite: bool) -> Result<(), StorageError> {
         let writer = self.writer.take().expect("writer present until commit");
-        writer.finish().await?;
+        if let Finished::Held(payload, _reserved) = writer.finish().await? {
+            let mode = if overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            self.store
+                .put_opts(&self.target, payload, mode.into())
+                .await?;
+            // Nothing was staged, so nothing is left to remove.
+            self.settled = true;
+            return Ok(());
+        }
         if overwrite {
             self.store.copy(&self.staging, &self.target).await?;
         } else {
