@@ -148,6 +148,10 @@ impl ClientGroup {
 }
 
 /// Recent failures of one client address group.
+// A fixed window in an LRU rather than `governor`'s keyed limiter: its GCRA lets a spent
+// address back in one attempt every 3 s instead of at the window's end, it can neither peek
+// without spending (`check_throttle`) nor refund (`forgive_attempt`), its key map grows until
+// `retain_recent` runs, and its clock is not tokio's, so paused-clock tests could not drive it.
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,

@@ -17,8 +17,6 @@ use super::error::ApiError;
 use super::extract::BlobPath;
 use super::form::{self, FormReader};
 use super::range::RangeRequest;
-use crate::crypto::data_key::DataKey;
-use crate::storage::StorageError;
 use crate::transfer::OpenedBlob;
 
 /// Header that carries the wrapped key for clients that cannot send a body on `GET`.
@@ -52,7 +50,8 @@ pub async fn download(
     let range_header = request.headers().get(RANGE).cloned();
     let wrapped = wrapped_key(request, state.limits.max_download_body_bytes).await?;
     let key = state.unwrap_key(&wrapped)?;
-    let opened = open_blob(&state, &target, key).await?;
+    let opened =
+        OpenedBlob::find(&state.storage, &target.container, target.blob.clone(), key).await?;
 
     let size = opened.plaintext_len();
     // A Fernet token cannot be read in parts, so a Range on one gets the whole body.
@@ -96,24 +95,6 @@ pub async fn download(
         )
     };
     Ok(response.body(body).expect("valid headers"))
-}
-
-/// Finds the blob and checks that `key` opens it; a missing container is a missing blob.
-pub(super) async fn open_blob(
-    state: &AppState,
-    target: &BlobPath,
-    key: DataKey,
-) -> Result<OpenedBlob, ApiError> {
-    let container =
-        state
-            .storage
-            .container(&target.container)
-            .await
-            .map_err(|error| match error {
-                StorageError::ContainerNotFound => StorageError::BlobNotFound,
-                other => other,
-            })?;
-    Ok(OpenedBlob::open(container, target.blob.clone(), key).await?)
 }
 
 /// The wrapped key of the `x-blob-key` header, if the request has one.

@@ -22,8 +22,8 @@ impl<S: Send + Sync> FromRequestParts<S> for BlobPath {
             .await
             .map_err(|rejection| ApiError::BadRequest(format!("invalid path: {rejection}")))?;
         Ok(Self {
-            container: ContainerName::parse(&container).map_err(ApiError::BadRequest)?,
-            blob: BlobName::parse(&blob).map_err(ApiError::BadRequest)?,
+            container: ContainerName::parse(&container)?,
+            blob: BlobName::parse(&blob)?,
         })
     }
 }

@@ -408,7 +408,7 @@ async fn public_key(State(state): State<AppState>) -> Json<serde_json::Value> {
 /// template only (no blob names, no secrets), and scrapers rarely send custom headers.
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(),
     )
         .into_response()

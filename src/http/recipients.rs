@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::crypto::data_key::DataKey;
 use crate::crypto::rsa::RecipientKey;
-use crate::keys::ProxyKeys;
-use crate::transfer::TransferError;
 
 /// Form field naming the recipients: a JSON object of recipient id → RSA public key PEM.
 pub(super) const PUBLIC_KEYS_FIELD: &str = "public-keys";
@@ -27,28 +24,14 @@ pub struct KeysResponse {
 }
 
 impl KeysResponse {
-    /// `data_key` wrapped for each recipient, answered for the blob `name`; what is wrapped for
-    /// this proxy itself is remembered in `own_keys`, so that it unwraps without RSA.
-    pub(super) fn wrap(
-        name: &str,
-        data_key: &DataKey,
-        recipients: &Recipients,
-        own_keys: &ProxyKeys,
-    ) -> Result<Self, ApiError> {
-        let mut decryption_keys = BTreeMap::new();
-        for (id, recipient) in recipients {
-            let wrapped = recipient
-                .wrap_key(data_key)
-                .map_err(|e| ApiError::Transfer(TransferError::Crypto(e)))?;
-            own_keys.remember_wrapped(recipient, &wrapped, data_key);
-            decryption_keys.insert(id.clone(), wrapped);
-        }
-        Ok(Self {
+    /// The answer for the blob `name`: its data key wrapped for each recipient, by recipient id.
+    pub(super) fn new(name: &str, decryption_keys: BTreeMap<String, String>) -> Self {
+        Self {
             filename: name.to_owned(),
             decryption_keys: decryption_keys.clone(),
             file_name: name.to_owned(),
             keys: decryption_keys,
-        })
+        }
     }
 }
 

@@ -6,11 +6,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 
 use super::AppState;
-use super::download::{BLOB_KEY_FIELD, missing_wrapped_key, open_blob, wrapped_key_header};
+use super::download::{BLOB_KEY_FIELD, missing_wrapped_key, wrapped_key_header};
 use super::error::ApiError;
 use super::extract::BlobPath;
 use super::form::{self, FormReader};
 use super::recipients::{KeysResponse, PUBLIC_KEYS_FIELD, Recipients, parse_recipients};
+use crate::transfer::{OpenedBlob, wrap_for_recipients};
 
 /// Proves the caller's wrapped key opens the blob, then answers it wrapped for each recipient.
 pub async fn share(
@@ -29,13 +30,15 @@ pub async fn share(
         .ok_or_else(missing_wrapped_key)?;
     let key = state.unwrap_key(&wrapped)?;
     // Opening checks the key commitment (stream) or the MAC over the whole token (Fernet).
-    open_blob(&state, &target, key.clone()).await?;
-    Ok(Json(KeysResponse::wrap(
-        target.blob.as_str(),
-        &key,
-        &recipients,
-        &state.keys.load(),
-    )?))
+    OpenedBlob::find(
+        &state.storage,
+        &target.container,
+        target.blob.clone(),
+        key.clone(),
+    )
+    .await?;
+    let wrapped_keys = wrap_for_recipients(&key, &recipients, &state.keys.load())?;
+    Ok(Json(KeysResponse::new(target.blob.as_str(), wrapped_keys)))
 }
 
 /// The fields of a share request.

@@ -8,9 +8,8 @@ use super::error::ApiError;
 use super::extract::BlobPath;
 use super::form::FormReader;
 use super::recipients::{KeysResponse, PUBLIC_KEYS_FIELD, Recipients, parse_recipients};
-use crate::crypto::data_key::DataKey;
-use crate::storage::{BlobName, Container, StorageError};
-use crate::transfer::BlobWriter;
+use crate::storage::{BlobName, Container};
+use crate::transfer::{DataKeyPolicy, Upload, UploadRules};
 
 /// Largest `overwrite` value worth reading.
 const MAX_OVERWRITE_BYTES: usize = 64;
@@ -23,50 +22,47 @@ pub async fn upload(
 ) -> Result<Json<KeysResponse>, ApiError> {
     let _transfer = state.transfer_permit()?;
     let container = state.storage.container(&target.container).await?;
-    let data_key = if state.upload_policy.static_data_key {
-        state.keys.load().symmetric_key.clone()
-    } else {
-        DataKey::generate().map_err(|e| ApiError::Transfer(e.into()))?
-    };
-    let form = receive_form(request, &state, &container, &target.blob, &data_key).await?;
-    let answer = KeysResponse::wrap(
-        target.blob.as_str(),
-        &data_key,
-        &form.recipients,
-        &state.keys.load(),
-    )?;
-    // Publishing runs to its end even if the client goes away meanwhile, so that it never stops
-    // halfway through a storage operation.
-    let UploadForm {
-        writer, overwrite, ..
-    } = form;
-    tokio::spawn(writer.commit(overwrite))
-        .await
-        .map_err(|e| ApiError::Transfer(StorageError::Unavailable(e.to_string()).into()))??;
-    Ok(Json(answer))
+    let rules = upload_rules(&state);
+    let form = receive_form(request, &state, &container, &target.blob, &rules).await?;
+    let wrapped_keys = form.upload.wrap_for(&form.recipients, &state.keys.load())?;
+    form.upload.publish(form.overwrite).await?;
+    Ok(Json(KeysResponse::new(target.blob.as_str(), wrapped_keys)))
+}
+
+/// The rules of this proxy's uploads, with the static data key as it is now.
+fn upload_rules(state: &AppState) -> UploadRules {
+    UploadRules {
+        data_key: if state.upload_policy.static_data_key {
+            DataKeyPolicy::Static(state.keys.load().symmetric_key.clone())
+        } else {
+            DataKeyPolicy::Fresh
+        },
+        format: state.upload_policy.format,
+        max_bytes: state.limits.max_upload_bytes,
+    }
 }
 
 /// A fully received form: the file is staged, not yet published.
 struct UploadForm {
     recipients: Recipients,
     overwrite: bool,
-    writer: BlobWriter,
+    upload: Upload,
 }
 
-/// Reads the form in whatever order its fields come, streaming `file` into a staged blob.
+/// Reads the form in whatever order its fields come, streaming `file` into a staged upload.
 async fn receive_form(
     request: Request,
     state: &AppState,
     container: &Container,
     blob: &BlobName,
-    data_key: &DataKey,
+    rules: &UploadRules,
 ) -> Result<UploadForm, ApiError> {
     let (parts, body) = request.into_parts();
     let mut form = FormReader::new(&parts.headers, body)?;
     let limits = &state.limits;
     let mut recipients = None;
     let mut overwrite = None;
-    let mut writer: Option<BlobWriter> = None;
+    let mut upload: Option<Upload> = None;
     while let Some(mut field) = form.next_field().await? {
         let name = field.name().to_owned();
         let repeated =
@@ -87,44 +83,32 @@ async fn receive_form(
                 overwrite = Some(parse_bool(&text)?);
             }
             "file" => {
-                if writer.is_some() {
+                if upload.is_some() {
                     return Err(repeated());
                 }
-                // Refuse early when the answer is already certain; the commit re-checks atomically.
-                if overwrite == Some(false) && container.exists(blob).await? {
-                    return Err(StorageError::AlreadyExists.into());
-                }
-                let mut staged =
-                    BlobWriter::start(container, blob, data_key, state.upload_policy.format)
-                        .await?;
+                let create_only = overwrite == Some(false);
+                let mut staged = Upload::start(container, blob, rules, create_only).await?;
                 while let Some(chunk) = field.chunk().await? {
                     staged.write(&chunk).await?;
-                    if let Some(max) = limits.max_upload_bytes
-                        && staged.plaintext_len() > max
-                    {
-                        return Err(ApiError::TooLarge(format!(
-                            "the file is larger than the limit of {max} bytes"
-                        )));
-                    }
                 }
-                writer = Some(staged);
+                upload = Some(staged);
             }
             // FastAPI ignores fields it does not know; so does blobprox.
             _ => field.skip().await?,
         }
     }
-    match (recipients, writer) {
-        (Some(recipients), Some(writer)) => Ok(UploadForm {
+    match (recipients, upload) {
+        (Some(recipients), Some(upload)) => Ok(UploadForm {
             recipients,
             overwrite: overwrite.unwrap_or(false),
-            writer,
+            upload,
         }),
-        (recipients, writer) => {
+        (recipients, upload) => {
             let mut missing = Vec::new();
             if recipients.is_none() {
                 missing.push(PUBLIC_KEYS_FIELD);
             }
-            if writer.is_none() {
+            if upload.is_none() {
                 missing.push("file");
             }
             Err(ApiError::MissingFields(missing))

@@ -12,7 +12,8 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use serde::Deserialize;
 
-use super::{STAGING_PREFIX, StorageError, summarize};
+use super::error::summarize;
+use super::{STAGING_PREFIX, StorageError};
 
 /// The storage emulator's well-known account and key (public, documented by Microsoft).
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";

@@ -1,8 +1,52 @@
 //! Container and blob names, checked against Azure's rules on every backend.
 
 use object_store::path::Path;
+use thiserror::Error;
 
 use super::{STAGING_PREFIX, StorageError};
+
+/// Why a container or blob name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NameError {
+    /// The container name breaks Azure's container naming rules.
+    #[error(
+        "invalid container name {0:?}: use 3 to 63 lowercase letters, digits and single \
+         hyphens, starting and ending with a letter or digit"
+    )]
+    Container(String),
+    /// The blob name breaks one of the blob naming rules.
+    #[error("invalid blob name: {0}")]
+    Blob(BlobNameProblem),
+}
+
+/// The first rule a blob name breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BlobNameProblem {
+    /// Not 1 to 1024 characters long.
+    #[error("it has {0} characters; 1 to 1024 are allowed")]
+    Length(usize),
+    /// A NUL or other control character.
+    #[error("it contains a NUL or control character")]
+    ControlCharacter,
+    /// An invisible format character (Unicode category Cf).
+    #[error("it contains the invisible format character U+{code:04X}", code = u32::from(*.0))]
+    FormatCharacter(char),
+    /// A backslash.
+    #[error("it contains a backslash, which Azure reads as '/'")]
+    Backslash,
+    /// An empty, `.` or `..` path segment.
+    #[error("it has an empty, '.' or '..' path segment")]
+    DotOrEmptySegment,
+    /// A trailing `.`.
+    #[error("it ends with '.', which Azure does not support")]
+    TrailingDot,
+    /// More path segments than Azure allows.
+    #[error("it has {0} path segments; at most {max} are allowed", max = MAX_SEGMENTS)]
+    TooManySegments(usize),
+    /// Under the prefix reserved for staged uploads.
+    #[error("names under {prefix}/ are reserved", prefix = STAGING_PREFIX)]
+    Reserved,
+}
 
 /// A container name that Azure accepts: 3–63 of `a-z`, `0-9`, single `-`, alphanumeric ends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -10,7 +54,7 @@ pub struct ContainerName(String);
 
 impl ContainerName {
     /// Checks `name` against Azure's container naming rules.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    pub fn parse(name: &str) -> Result<Self, NameError> {
         let valid_chars = name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -19,10 +63,7 @@ impl ContainerName {
         if (3..=63).contains(&name.len()) && valid_chars && alnum_ends && !name.contains("--") {
             Ok(Self(name.to_owned()))
         } else {
-            Err(format!(
-                "invalid container name {name:?}: use 3 to 63 lowercase letters, digits and single \
-                 hyphens, starting and ending with a letter or digit"
-            ))
+            Err(NameError::Container(name.to_owned()))
         }
     }
 
@@ -47,39 +88,33 @@ const LOCAL_MAX_SEGMENT_BYTES: usize = 255;
 
 impl BlobName {
     /// Checks `name` against the naming rules above.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    pub fn parse(name: &str) -> Result<Self, NameError> {
         let length = name.chars().count();
         let segments: Vec<&str> = name.split('/').collect();
         let problem = if !(1..=1024).contains(&length) {
-            Some(format!("it has {length} characters; 1 to 1024 are allowed"))
+            Some(BlobNameProblem::Length(length))
         } else if name.chars().any(char::is_control) {
-            Some("it contains a NUL or control character".into())
+            Some(BlobNameProblem::ControlCharacter)
         } else if let Some(format) = name.chars().find(|&c| is_format_character(c)) {
-            Some(format!(
-                "it contains the invisible format character U+{:04X}",
-                u32::from(format)
-            ))
+            Some(BlobNameProblem::FormatCharacter(format))
         } else if name.contains('\\') {
-            Some("it contains a backslash, which Azure reads as '/'".into())
+            Some(BlobNameProblem::Backslash)
         } else if segments
             .iter()
             .any(|s| s.is_empty() || *s == "." || *s == "..")
         {
-            Some("it has an empty, '.' or '..' path segment".into())
+            Some(BlobNameProblem::DotOrEmptySegment)
         } else if name.ends_with('.') {
-            Some("it ends with '.', which Azure does not support".into())
+            Some(BlobNameProblem::TrailingDot)
         } else if segments.len() > MAX_SEGMENTS {
-            Some(format!(
-                "it has {} path segments; at most {MAX_SEGMENTS} are allowed",
-                segments.len()
-            ))
+            Some(BlobNameProblem::TooManySegments(segments.len()))
         } else if segments[0] == STAGING_PREFIX {
-            Some(format!("names under {STAGING_PREFIX}/ are reserved"))
+            Some(BlobNameProblem::Reserved)
         } else {
             None
         };
         match problem {
-            Some(problem) => Err(format!("invalid blob name: {problem}")),
+            Some(problem) => Err(NameError::Blob(problem)),
             None => Ok(Self(name.to_owned())),
         }
     }
@@ -207,7 +242,7 @@ mod tests {
             "tag\u{E0041}",
             "mark\u{200E}",
         ] {
-            let error = BlobName::parse(spoof).unwrap_err();
+            let error = BlobName::parse(spoof).unwrap_err().to_string();
             assert!(error.contains("format character U+"), "{error}");
         }
         // Visible non-ASCII text stays allowed.
@@ -245,10 +280,35 @@ mod tests {
     }
 
     #[test]
+    fn refusals_read_as_clients_see_them() {
+        assert_eq!(
+            ContainerName::parse("A").unwrap_err().to_string(),
+            "invalid container name \"A\": use 3 to 63 lowercase letters, digits and single \
+             hyphens, starting and ending with a letter or digit"
+        );
+        assert_eq!(
+            BlobName::parse("a\u{202E}b").unwrap_err().to_string(),
+            "invalid blob name: it contains the invisible format character U+202E"
+        );
+        assert_eq!(
+            BlobName::parse(".blobprox-staging/x").unwrap_err(),
+            NameError::Blob(BlobNameProblem::Reserved)
+        );
+        assert_eq!(
+            BlobName::parse(".blobprox-staging/x")
+                .unwrap_err()
+                .to_string(),
+            "invalid blob name: names under .blobprox-staging/ are reserved"
+        );
+    }
+
+    #[test]
     fn blob_names_have_at_most_254_segments() {
         let with_segments = |n: usize| vec!["s"; n].join("/");
         assert!(BlobName::parse(&with_segments(254)).is_ok());
-        let refused = BlobName::parse(&with_segments(255)).unwrap_err();
+        let refused = BlobName::parse(&with_segments(255))
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("255 path segments"), "{refused}");
     }
 }

@@ -1,22 +1,19 @@
-//! Moving plaintext in and out of storage: encrypt while uploading, authenticate and decrypt
-//! while downloading. Knows the blob formats and storage, nothing of HTTP.
+//! Opening a stored blob: checking its key and streaming its authenticated plaintext.
 
 use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::{BlobFormat, TransferError};
 use crate::crypto::CryptoError;
 use crate::crypto::data_key::DataKey;
-use crate::crypto::fernet::{self, FernetDecryptor, FernetVerifier, FernetWriter, VerifiedToken};
-use crate::crypto::stream::{self, SegmentKey, StreamHeader, StreamLayout, StreamWriter};
-use crate::storage::{BlobInfo, BlobName, Container, StagedBlob, StorageError};
+use crate::crypto::fernet::{self, FernetDecryptor, FernetVerifier, VerifiedToken};
+use crate::crypto::stream::{self, SegmentKey, StreamHeader, StreamLayout};
+use crate::storage::{BlobInfo, BlobName, Container, ContainerName, Storage, StorageError};
 
-/// Ciphertext gathered before it is handed to storage, so parts are not made of tiny pieces.
-const FLUSH_BYTES: usize = 256 * 1024;
 /// Plaintext chunks queued between decryption and the client.
 const DOWNLOAD_QUEUE: usize = 4;
 /// Stored size up to which a blob is read whole when opened: a stream blob of one default
@@ -26,176 +23,6 @@ const WHOLE_READ_MAX: u64 =
 /// What one download reserves from the buffer budget while it runs: its queued chunks and the
 /// segments being opened (64 KiB each by default).
 const DOWNLOAD_BUFFER_BYTES: usize = 512 * 1024;
-
-/// Failures while moving a blob.
-#[derive(Debug, Error)]
-pub enum TransferError {
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The data key does not open this blob (or, for Fernet, the blob was altered).
-    #[error("the decryption key does not open this blob (wrong key, or the blob was altered)")]
-    WrongKey,
-    /// The stored blob is not authentic or not in a format blobprox reads.
-    #[error("the stored blob failed authentication: {0}")]
-    Corrupt(String),
-    /// A cryptographic operation failed in a way input cannot cause.
-    #[error("encryption failed: {0}")]
-    Crypto(CryptoError),
-}
-
-impl TransferError {
-    /// Whether stored data failed authentication (rather than storage failing to deliver it).
-    pub fn is_integrity_failure(&self) -> bool {
-        matches!(self, TransferError::Corrupt(_))
-    }
-}
-
-impl From<CryptoError> for TransferError {
-    fn from(error: CryptoError) -> Self {
-        match error {
-            CryptoError::KeyMismatch => TransferError::WrongKey,
-            CryptoError::AuthenticationFailed => {
-                TransferError::Corrupt("a segment failed authentication".into())
-            }
-            CryptoError::MalformedToken(why) | CryptoError::Corrupt(why) => {
-                TransferError::Corrupt(why.into())
-            }
-            other => TransferError::Crypto(other),
-        }
-    }
-}
-
-/// The format new blobs are written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BlobFormat {
-    /// blobprox's segmented AES-256-GCM format: range reads, one pass, no base64.
-    #[default]
-    Stream,
-    /// A Fernet token, readable by the Python proxy.
-    Fernet,
-}
-
-impl BlobFormat {
-    /// The format's name, as `BLOB_FORMAT` and the metrics spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlobFormat::Stream => "stream",
-            BlobFormat::Fernet => "fernet",
-        }
-    }
-}
-
-impl std::str::FromStr for BlobFormat {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "stream" => Ok(BlobFormat::Stream),
-            "fernet" => Ok(BlobFormat::Fernet),
-            other => Err(format!(
-                "unknown blob format {other:?}: use stream or fernet"
-            )),
-        }
-    }
-}
-
-/// The encryption of one blob being written.
-enum Encoder {
-    Fernet(Box<FernetWriter>),
-    Stream(StreamWriter),
-}
-
-impl Encoder {
-    fn start(format: BlobFormat, key: &DataKey, out: &mut Vec<u8>) -> Result<Self, CryptoError> {
-        Ok(match format {
-            BlobFormat::Fernet => Encoder::Fernet(Box::new(FernetWriter::start(key, out)?)),
-            BlobFormat::Stream => Encoder::Stream(StreamWriter::start(key, out)?),
-        })
-    }
-
-    fn update(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        match self {
-            Encoder::Fernet(writer) => writer.update(plaintext, out),
-            Encoder::Stream(writer) => writer.update(plaintext, out),
-        }
-    }
-
-    fn finish(self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        match self {
-            Encoder::Fernet(writer) => writer.finish(out),
-            Encoder::Stream(writer) => writer.finish(out),
-        }
-    }
-}
-
-/// Encrypts a plaintext stream into a staged blob.
-pub struct BlobWriter {
-    staged: StagedBlob,
-    encoder: Encoder,
-    pending: Vec<u8>,
-    plaintext_len: u64,
-}
-
-impl BlobWriter {
-    /// Starts a staged upload of `blob`, encrypted under `key` in `format`.
-    pub async fn start(
-        container: &Container,
-        blob: &BlobName,
-        key: &DataKey,
-        format: BlobFormat,
-    ) -> Result<Self, TransferError> {
-        let staged = container.stage(blob).await?;
-        let mut pending = Vec::with_capacity(FLUSH_BYTES * 2);
-        let encoder = Encoder::start(format, key, &mut pending)?;
-        Ok(Self {
-            staged,
-            encoder,
-            pending,
-            plaintext_len: 0,
-        })
-    }
-
-    /// Encrypts and stores the next piece of plaintext.
-    pub async fn write(&mut self, plaintext: &[u8]) -> Result<(), TransferError> {
-        self.encoder.update(plaintext, &mut self.pending)?;
-        self.plaintext_len += plaintext.len() as u64;
-        if self.pending.len() >= FLUSH_BYTES {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Plaintext bytes written so far.
-    pub fn plaintext_len(&self) -> u64 {
-        self.plaintext_len
-    }
-
-    /// Finishes the encryption and publishes the blob (only if its name is free, unless
-    /// `overwrite`).
-    pub async fn commit(self, overwrite: bool) -> Result<(), TransferError> {
-        let Self {
-            mut staged,
-            encoder,
-            mut pending,
-            ..
-        } = self;
-        encoder.finish(&mut pending)?;
-        staged.write(Bytes::from(pending)).await?;
-        staged.commit(overwrite).await?;
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), TransferError> {
-        // Copied out at their length, because they stay buffered until their part is stored and
-        // the buffer budget counts that length: handing over `pending` itself would keep its
-        // spare capacity (up to as much again) alive with them. `pending` is reused.
-        let full = Bytes::copy_from_slice(&self.pending);
-        self.pending.clear();
-        self.staged.write(full).await?;
-        Ok(())
-    }
-}
 
 /// How an opened blob is laid out.
 enum Layout {
@@ -221,6 +48,24 @@ pub struct OpenedBlob {
 }
 
 impl OpenedBlob {
+    /// [`Self::open`] of `blob` in the container `container` of `storage`; a missing container
+    /// is a missing blob, so that a reader learns no more than that the blob is not there.
+    pub async fn find(
+        storage: &Storage,
+        container: &ContainerName,
+        blob: BlobName,
+        key: DataKey,
+    ) -> Result<Self, TransferError> {
+        let container = storage
+            .container(container)
+            .await
+            .map_err(|error| match error {
+                StorageError::ContainerNotFound => StorageError::BlobNotFound,
+                other => other,
+            })?;
+        Self::open(container, blob, key).await
+    }
+
     /// Finds the blob, recognises its format and checks that `key` opens it.
     ///
     /// For a stream blob this checks the key commitment and the last segment (so a truncated
@@ -510,20 +355,17 @@ async fn read_all(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::storage::{Backend, ContainerName, Storage};
+    use crate::storage::{Backend, memory_container};
+    use crate::transfer::BlobWriter;
     use futures::TryStreamExt;
     use proptest::prelude::*;
 
     const SEGMENT: u64 = stream::DEFAULT_SEGMENT_SIZE as u64;
 
     async fn store(plaintext: &[u8], format: BlobFormat) -> (Container, BlobName, DataKey) {
-        let storage = Storage::open(Backend::Memory).unwrap();
-        let container = storage
-            .container(&ContainerName::parse("test").unwrap())
-            .await
-            .unwrap();
+        let container = memory_container().await;
         let name = BlobName::parse("blob").unwrap();
         let key = DataKey::generate().unwrap();
         let mut writer = BlobWriter::start(&container, &name, &key, format)
@@ -536,7 +378,8 @@ mod tests {
         (container, name, key)
     }
 
-    async fn read(
+    /// The plaintext of a stored blob, or of `range` of it.
+    pub(in crate::transfer) async fn read(
         (container, name, key): (Container, BlobName, DataKey),
         range: Option<Range<u64>>,
     ) -> Vec<u8> {
@@ -597,5 +440,18 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[tokio::test]
+    async fn a_missing_container_is_a_missing_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(Backend::Local(dir.path().to_owned())).unwrap();
+        let absent = ContainerName::parse("absent").unwrap();
+        let blob = BlobName::parse("x").unwrap();
+        let found = OpenedBlob::find(&storage, &absent, blob, DataKey::generate().unwrap()).await;
+        assert!(matches!(
+            found,
+            Err(TransferError::Storage(StorageError::BlobNotFound))
+        ));
     }
 }
