@@ -524,6 +524,15 @@ async fn tampered_truncated_or_plain_blobs_never_reach_the_client() {
 }
 
 #[tokio::test]
+async fn an_emptied_blob_is_a_bad_gateway_not_a_missing_one() {
+    let server = TestServer::start().await;
+    let wrapped = server.upload_ok("e.bin", b"content").await;
+    server.raw_write("e.bin", b"").await;
+    let text = detail(server.download("e.bin", &wrapped).await, 502).await;
+    assert!(text.contains("empty"), "{text}");
+}
+
+#[tokio::test]
 async fn python_written_fernet_blobs_download_including_standard_alphabet_keys() {
     let server = TestServer::start().await;
     let public = load_keys().private_key;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
 
-use super::local_read::read_file;
+use super::local;
 use super::parts::PartWriter;
 use super::{BlobName, BufferBudget, STAGING_PREFIX, StagedBlob, StorageError};
 
@@ -46,15 +47,16 @@ pub struct BlobInfo {
 #[derive(Clone)]
 pub struct Container {
     pub(super) store: Arc<dyn ObjectStore>,
-    /// Whether the local filesystem's extra name rules apply.
-    pub(super) local: bool,
+    /// The local backend's store, whose reads bypass `object_store` (see [`local`]) and whose
+    /// file system has extra name rules.
+    pub(super) local: Option<Arc<LocalFileSystem>>,
     pub(super) parts: PartPlan,
     pub(super) budget: BufferBudget,
 }
 
 impl Container {
     fn path(&self, blob: &BlobName) -> Result<Path, StorageError> {
-        if self.local
+        if self.local.is_some()
             && let Some(problem) = blob.local_problem()
         {
             return Err(StorageError::InvalidName(format!(
@@ -64,13 +66,65 @@ impl Container {
         blob.path()
     }
 
+    /// Where a blob of the local backend lies on disk.
+    fn local_file(
+        &self,
+        store: &LocalFileSystem,
+        blob: &BlobName,
+    ) -> Result<std::path::PathBuf, StorageError> {
+        Ok(store.path_to_filesystem(&self.path(blob)?)?)
+    }
+
     /// Size and version of a blob.
     pub async fn head(&self, blob: &BlobName) -> Result<BlobInfo, StorageError> {
+        if let Some(store) = &self.local {
+            return local::head(&self.local_file(store, blob)?);
+        }
         let meta = self.store.head(&self.path(blob)?).await?;
         Ok(BlobInfo {
             size: meta.size,
             etag: meta.e_tag,
         })
+    }
+
+    /// Size and version of a blob with its start, in one storage operation where the backend
+    /// allows: all of the blob when it is at most `whole_max` bytes, else at least its first
+    /// `at_least` bytes (up to `whole_max`, where the backend must choose before it knows the size).
+    pub async fn head_and_prefix(
+        &self,
+        blob: &BlobName,
+        whole_max: u64,
+        at_least: u64,
+    ) -> Result<(BlobInfo, Bytes), StorageError> {
+        if let Some(store) = &self.local {
+            let (file, info) = local::open(&self.local_file(store, blob)?)?;
+            let len = if info.size <= whole_max {
+                info.size
+            } else {
+                at_least
+            };
+            let prefix = local::read_prefix(&file, &info, len)?;
+            return Ok((info, prefix));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(0..whole_max.max(at_least))),
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&self.path(blob)?, options).await {
+            Ok(result) => {
+                let info = BlobInfo {
+                    size: result.meta.size,
+                    etag: result.meta.e_tag.clone(),
+                };
+                Ok((info, result.bytes().await?))
+            }
+            Err(error @ object_store::Error::NotFound { .. }) => Err(error.into()),
+            // An empty blob has no byte 0 to start a range at; only a head tells it apart.
+            Err(error) => match self.head(blob).await? {
+                info if info.size == 0 => Ok((info, Bytes::new())),
+                _ => Err(error.into()),
+            },
+        }
     }
 
     /// Whether a blob of that name exists.
@@ -89,6 +143,10 @@ impl Container {
         info: &BlobInfo,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        if let Some(store) = &self.local {
+            let file = local::open_version(&self.local_file(store, blob)?, info)?;
+            return Ok(local::read(file, range.unwrap_or(0..info.size)));
+        }
         let options = GetOptions {
             if_match: info.etag.clone(),
             range: range.map(GetRange::Bounded),
@@ -96,7 +154,7 @@ impl Container {
         };
         let result = self.store.get_opts(&self.path(blob)?, options).await?;
         Ok(match result.payload {
-            GetResultPayload::File(file, _) => read_file(file, result.range),
+            GetResultPayload::File(file, _) => local::read(file, result.range),
             GetResultPayload::Stream(stream) => stream.map_err(StorageError::from).boxed(),
         })
     }
@@ -111,13 +169,13 @@ impl Container {
     pub async fn stage(&self, blob: &BlobName) -> Result<StagedBlob, StorageError> {
         let target = self.path(blob)?;
         let staging = Path::from(format!("{STAGING_PREFIX}/{}", uuid::Uuid::new_v4()));
-        let upload = self.store.put_multipart(&staging).await?;
         Ok(StagedBlob {
             store: self.store.clone(),
-            staging,
+            staging: staging.clone(),
             target,
             writer: Some(PartWriter::new(
-                upload,
+                self.store.clone(),
+                staging,
                 self.parts.size,
                 self.parts.in_flight,
                 self.budget.clone(),

@@ -40,7 +40,6 @@ pub enum StorageError {
 impl From<object_store::Error> for StorageError {
     fn from(error: object_store::Error) -> Self {
         use object_store::Error as E;
-        use std::io::ErrorKind;
         match &error {
             E::NotFound { .. } => StorageError::BlobNotFound,
             E::AlreadyExists { .. } => StorageError::AlreadyExists,
@@ -52,13 +51,22 @@ impl From<object_store::Error> for StorageError {
                 StorageError::Unauthorized(summarize(&error))
             }
             // Local disk trouble surfaces as generic errors; the OS error tells which.
-            _ => match innermost_io_error(&error).map(std::io::Error::kind) {
-                Some(ErrorKind::StorageFull) => StorageError::Full(summarize(&error)),
-                Some(ErrorKind::NotADirectory | ErrorKind::IsADirectory) => {
-                    StorageError::NameConflict
-                }
-                _ => StorageError::Unavailable(summarize(&error)),
+            _ => match innermost_io_error(&error) {
+                Some(io) => StorageError::from_io(io),
+                None => StorageError::Unavailable(summarize(&error)),
             },
+        }
+    }
+}
+
+impl StorageError {
+    /// Classifies a local disk failure by its OS error.
+    pub(super) fn from_io(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        match error.kind() {
+            ErrorKind::StorageFull => StorageError::Full(summarize(error)),
+            ErrorKind::NotADirectory | ErrorKind::IsADirectory => StorageError::NameConflict,
+            _ => StorageError::Unavailable(summarize(error)),
         }
     }
 }

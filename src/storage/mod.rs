@@ -7,7 +7,7 @@ mod azure;
 mod backend;
 mod container;
 mod error;
-mod local_read;
+mod local;
 mod names;
 mod parts;
 mod staged;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::{MultipartUpload, PutPayloadMut};
+use object_store::path::Path;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -49,11 +50,24 @@ impl BufferBudget {
     }
 }
 
+/// Where a finished [`PartWriter`] left its bytes.
+pub enum Finished {
+    /// All of them fit in one part, which storage has not seen: the caller puts them in one
+    /// operation, holding the reservation until then.
+    Held(PutPayload, Option<OwnedSemaphorePermit>),
+    /// The completed multipart upload at the staging name holds them.
+    Staged,
+}
+
 /// Writes a multipart upload in parts of a fixed size, `in_flight` at most at a time. Each part
 /// reserves its size from the budget before its first byte is buffered and gives it back once
-/// storage has it.
+/// storage has it. The upload starts only when the first part is full: what fits in one part
+/// is handed back by [`PartWriter::finish`] for a single put, which costs storage one operation
+/// instead of a multipart upload, a copy and a delete.
 pub struct PartWriter {
-    upload: Box<dyn MultipartUpload>,
+    store: Arc<dyn ObjectStore>,
+    staging: Path,
+    upload: Option<Box<dyn MultipartUpload>>,
     part: PutPayloadMut,
     part_size: usize,
     in_flight: usize,
@@ -63,15 +77,19 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    /// Parts of `part_size` (smaller if the budget is), `in_flight` of them at a time.
+    /// An upload to `staging` in parts of `part_size` (smaller if the budget is), `in_flight`
+    /// of them at a time.
     pub fn new(
-        upload: Box<dyn MultipartUpload>,
+        store: Arc<dyn ObjectStore>,
+        staging: Path,
         part_size: usize,
         in_flight: usize,
         budget: BufferBudget,
     ) -> Self {
         Self {
-            upload,
+            store,
+            staging,
+            upload: None,
             part: PutPayloadMut::new(),
             part_size: part_size.min(budget.bytes()),
             in_flight: in_flight.max(1),
@@ -81,9 +99,15 @@ impl PartWriter {
         }
     }
 
-    /// Buffers `bytes`, sending each part as it fills; waits for room in flight and for budget.
+    /// Buffers `bytes`, sending each full part once more follows; waits for room in flight and
+    /// for budget.
     pub async fn put(&mut self, mut bytes: Bytes) -> object_store::Result<()> {
         while !bytes.is_empty() {
+            // A full part goes only when more follows, so that a blob of exactly one part is
+            // still held for a single put.
+            if self.part.content_length() == self.part_size {
+                self.send_part().await?;
+            }
             if self.reserved.is_none() {
                 while self.parts.len() >= self.in_flight {
                     self.join_one().await?;
@@ -92,17 +116,19 @@ impl PartWriter {
             }
             let room = self.part_size - self.part.content_length();
             self.part.push(bytes.split_to(room.min(bytes.len())));
-            if self.part.content_length() == self.part_size {
-                self.send_part();
-            }
         }
         Ok(())
     }
 
-    /// Sends the last part, waits for every part, and completes the upload.
-    pub async fn finish(mut self) -> object_store::Result<()> {
+    /// Sends the last part, waits for every part, and completes the upload; or, when nothing
+    /// was sent yet, hands back the bytes with their reservation.
+    pub async fn finish(mut self) -> object_store::Result<Finished> {
+        if self.upload.is_none() {
+            let held = std::mem::take(&mut self.part).freeze();
+            return Ok(Finished::Held(held, self.reserved.take()));
+        }
         if self.part.content_length() > 0 {
-            self.send_part();
+            self.send_part().await?;
         }
         while !self.parts.is_empty() {
             if let Err(error) = self.join_one().await {
@@ -110,28 +136,38 @@ impl PartWriter {
                 return Err(error);
             }
         }
-        if let Err(error) = self.upload.complete().await {
+        let upload = self.upload.as_mut().expect("started above");
+        if let Err(error) = upload.complete().await {
             self.abort().await;
             return Err(error);
         }
-        Ok(())
+        Ok(Finished::Staged)
     }
 
     /// Stops the parts in flight and removes what storage has of the upload (best effort).
     pub async fn abort(mut self) {
         self.parts.shutdown().await;
-        let _ = self.upload.abort().await;
+        if let Some(mut upload) = self.upload.take() {
+            let _ = upload.abort().await;
+        }
     }
 
-    fn send_part(&mut self) {
+    async fn send_part(&mut self) -> object_store::Result<()> {
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => self
+                .upload
+                .insert(self.store.put_multipart(&self.staging).await?),
+        };
         let part = std::mem::take(&mut self.part).freeze();
         let reserved = self.reserved.take();
-        let sent = self.upload.put_part(part);
+        let sent = upload.put_part(part);
         self.parts.spawn(async move {
             let result = sent.await;
             drop(reserved);
             result
         });
+        Ok(())
     }
 
     async fn join_one(&mut self) -> object_store::Result<()> {
@@ -155,14 +191,49 @@ mod tests {
 
     use super::*;
 
-    async fn writer(store: &InMemory, name: &str, budget: &BufferBudget) -> PartWriter {
-        let upload = store.put_multipart(&Path::from(name)).await.unwrap();
-        PartWriter::new(upload, 1 << 20, 4, budget.clone())
+    async fn writer(store: &Arc<InMemory>, name: &str, budget: &BufferBudget) -> PartWriter {
+        PartWriter::new(store.clone(), Path::from(name), 1 << 20, 4, budget.clone())
+    }
+
+    async fn stored(store: &InMemory, name: &str) -> Option<Bytes> {
+        let got = store.get(&Path::from(name)).await.ok()?;
+        Some(got.bytes().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn what_fits_in_one_part_is_held_and_never_staged() {
+        let store = Arc::new(InMemory::new());
+        let budget = BufferBudget::new(4 << 20);
+        let mut upload = writer(&store, "small", &budget).await;
+        upload.put(Bytes::from(vec![3u8; 1 << 20])).await.unwrap();
+        let Finished::Held(held, reserved) = upload.finish().await.unwrap() else {
+            panic!("a blob of exactly one part was staged");
+        };
+        assert_eq!(Bytes::from(held), vec![3u8; 1 << 20]);
+        // The held bytes keep their reservation until the caller has stored them.
+        assert_eq!(budget.available(), 3 << 20);
+        drop(reserved);
+        assert_eq!(budget.available(), 4 << 20);
+        assert_eq!(stored(&store, "small").await, None);
+    }
+
+    #[tokio::test]
+    async fn one_byte_more_than_a_part_is_staged() {
+        let store = Arc::new(InMemory::new());
+        let budget = BufferBudget::new(4 << 20);
+        let mut upload = writer(&store, "staged", &budget).await;
+        upload
+            .put(Bytes::from(vec![4u8; (1 << 20) + 1]))
+            .await
+            .unwrap();
+        assert!(matches!(upload.finish().await.unwrap(), Finished::Staged));
+        assert_eq!(stored(&store, "staged").await.unwrap().len(), (1 << 20) + 1);
+        assert_eq!(budget.available(), 4 << 20);
     }
 
     #[tokio::test]
     async fn parts_hold_budget_while_buffered_and_return_it_when_stored() {
-        let store = InMemory::new();
+        let store = Arc::new(InMemory::new());
         let budget = BufferBudget::new(4 << 20);
         let mut upload = writer(&store, "a", &budget).await;
         let data: Vec<u8> = (0..(5 << 20) + 17).map(|i| i as u8).collect();
@@ -171,21 +242,14 @@ mod tests {
         }
         // The part being filled is reserved in full; the stored ones gave theirs back.
         assert!(budget.available() <= 3 << 20);
-        upload.finish().await.unwrap();
+        assert!(matches!(upload.finish().await.unwrap(), Finished::Staged));
         assert_eq!(budget.available(), 4 << 20);
-        let stored = store
-            .get(&Path::from("a"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(stored.as_ref(), data.as_slice());
+        assert_eq!(stored(&store, "a").await.unwrap(), data);
     }
 
     #[tokio::test]
     async fn an_upload_waits_for_budget_that_another_holds() {
-        let store = InMemory::new();
+        let store = Arc::new(InMemory::new());
         let budget = BufferBudget::new(1 << 20);
         let mut first = writer(&store, "first", &budget).await;
         first
@@ -203,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_upload_gives_its_budget_back() {
-        let store = InMemory::new();
+        let store = Arc::new(InMemory::new());
         let budget = BufferBudget::new(2 << 20);
         let mut upload = writer(&store, "gone", &budget).await;
         upload

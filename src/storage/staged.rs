@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode};
 
 use super::StorageError;
 use super::azure::CopyStatus;
 use super::error::summarize;
-use super::parts::PartWriter;
+use super::parts::{Finished, PartWriter};
 
 /// Longest wait for Azure to finish a copy it reported as pending.
 const COPY_WAIT: Duration = Duration::from_secs(60);
@@ -39,7 +39,19 @@ impl StagedBlob {
     /// succeeded: removing the staged copy afterwards is best effort, retried on drop.
     pub async fn commit(mut self, overwrite: bool) -> Result<(), StorageError> {
         let writer = self.writer.take().expect("writer present until commit");
-        writer.finish().await?;
+        if let Finished::Held(payload, _reserved) = writer.finish().await? {
+            let mode = if overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            self.store
+                .put_opts(&self.target, payload, mode.into())
+                .await?;
+            // Nothing was staged, so nothing is left to remove.
+            self.settled = true;
+            return Ok(());
+        }
         if overwrite {
             self.store.copy(&self.staging, &self.target).await?;
         } else {

@@ -22,7 +22,7 @@ const PROBE_CONTAINER: &str = "blobprox-readiness-probe";
 /// All containers of one backend, each store built once and reused.
 pub struct Storage {
     backend: Backend,
-    stores: RwLock<HashMap<ContainerName, Arc<dyn ObjectStore>>>,
+    containers: RwLock<HashMap<ContainerName, Container>>,
     probe: tokio::sync::OnceCell<MicrosoftAzure>,
     last_check: tokio::sync::Mutex<Option<(Instant, Result<(), StorageError>)>>,
     budget: BufferBudget,
@@ -43,7 +43,7 @@ impl Storage {
         }
         Ok(Self {
             backend,
-            stores: RwLock::default(),
+            containers: RwLock::default(),
             probe: tokio::sync::OnceCell::new(),
             last_check: tokio::sync::Mutex::default(),
             budget: BufferBudget::new(DEFAULT_MAX_BUFFER_BYTES),
@@ -107,51 +107,48 @@ impl Storage {
                 return Err(StorageError::ContainerNotFound);
             }
         }
-        if let Some(store) = self.stores.read().expect("lock").get(name) {
-            return Ok(self.wrap(store.clone()));
+        if let Some(container) = self.containers.read().expect("lock").get(name) {
+            return Ok(container.clone());
         }
-        let store: Arc<dyn ObjectStore> = match &self.backend {
-            Backend::Local(root) => Arc::new(
+        let (store, local): (Arc<dyn ObjectStore>, _) = match &self.backend {
+            Backend::Local(root) => {
                 // fsync before success: a 200 must survive a power cut.
-                LocalFileSystem::new_with_prefix(root.join(name.as_str()))
+                let store = LocalFileSystem::new_with_prefix(root.join(name.as_str()))
                     .map_err(StorageError::from)?
-                    .with_fsync(true),
-            ),
-            Backend::Memory => Arc::new(InMemory::new()),
+                    .with_fsync(true);
+                let store = Arc::new(store);
+                (store.clone(), Some(store))
+            }
+            Backend::Memory => (Arc::new(InMemory::new()), None),
             Backend::Azure(account) => {
                 let store = account.container_store(name.as_str())?;
                 // Only a container that exists is remembered; a missing one is asked again.
                 list_container(&store).await?;
-                Arc::new(store)
+                (Arc::new(store), None)
             }
         };
         let local_dir = match &self.backend {
             Backend::Local(root) => Some(root.join(name.as_str())),
             _ => None,
         };
-        let mut stores = self.stores.write().expect("lock");
-        let store = stores
+        let parts = match self.backend {
+            Backend::Local(_) | Backend::Memory => LOCAL_PARTS,
+            Backend::Azure(_) => AZURE_PARTS,
+        };
+        let mut containers = self.containers.write().expect("lock");
+        let container = containers
             .entry(name.clone())
             .or_insert_with(|| {
                 tokio::spawn(sweep_staging(store.clone(), local_dir));
-                store
+                Container {
+                    store,
+                    local,
+                    parts,
+                    budget: self.budget.clone(),
+                }
             })
             .clone();
-        Ok(self.wrap(store))
-    }
-
-    fn wrap(&self, store: Arc<dyn ObjectStore>) -> Container {
-        let (local, parts) = match self.backend {
-            Backend::Local(_) => (true, LOCAL_PARTS),
-            Backend::Memory => (false, LOCAL_PARTS),
-            Backend::Azure(_) => (false, AZURE_PARTS),
-        };
-        Container {
-            store,
-            local,
-            parts,
-            budget: self.budget.clone(),
-        }
+        Ok(container)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::storage::{BlobInfo, BlobName, Container, ContainerName, Storage, Stor
 /// Plaintext chunks queued between decryption and the client.
 const DOWNLOAD_QUEUE: usize = 4;
 /// Stored size up to which a blob is read whole when opened: a stream blob of one default
-/// segment is its header and its last segment, so one storage read instead of two.
+/// segment is its header and its last segment, so a small download is one storage operation.
 const WHOLE_READ_MAX: u64 =
     (stream::HEADER_LEN + stream::DEFAULT_SEGMENT_SIZE as usize + stream::TAG_LEN) as u64;
 /// What one download reserves from the buffer budget while it runs: its queued chunks and the
@@ -76,16 +76,12 @@ impl OpenedBlob {
         blob: BlobName,
         key: DataKey,
     ) -> Result<Self, TransferError> {
-        let info = container.head(&blob).await?;
+        let (info, head) = container
+            .head_and_prefix(&blob, WHOLE_READ_MAX, stream::HEADER_LEN as u64)
+            .await?;
         if info.size == 0 {
             return Err(TransferError::Corrupt("the stored blob is empty".into()));
         }
-        let head_len = if info.size <= WHOLE_READ_MAX {
-            info.size
-        } else {
-            stream::HEADER_LEN as u64
-        };
-        let head = read_all(&container, &blob, &info, Some(0..head_len)).await?;
         let layout = if head.starts_with(&stream::MAGIC) {
             open_stream(&container, &blob, &info, &key, &head).await?
         } else if head.starts_with(fernet::TOKEN_TEXT_PREFIX) {
@@ -137,6 +133,10 @@ impl OpenedBlob {
         range: Option<Range<u64>>,
         stall_timeout: Duration,
     ) -> impl Stream<Item = Result<Bytes, TransferError>> + Send {
+        if let Some(piece) = self.held_piece(range.clone()) {
+            // Already authenticated and in memory: no task, no queue, no buffer to reserve.
+            return futures::stream::once(async move { Ok(piece) }).left_stream();
+        }
         let (sender, receiver) = mpsc::channel(DOWNLOAD_QUEUE);
         let delivery = Delivery {
             sender,
@@ -146,20 +146,8 @@ impl OpenedBlob {
             let _reserved = self.container.reserve_buffer(DOWNLOAD_BUFFER_BYTES).await;
             let pumped = match &self.layout {
                 Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
-                Layout::Stream {
-                    key,
-                    layout,
-                    last_plaintext,
-                } => {
+                Layout::Stream { key, layout, .. } => {
                     let range = range.unwrap_or(0..layout.plaintext_len());
-                    let last = layout.segment_count() - 1;
-                    if !range.is_empty() && layout.segments_for(&range).start == last {
-                        let offset = last * layout.segment_size();
-                        let piece = last_plaintext
-                            .slice((range.start - offset) as usize..(range.end - offset) as usize);
-                        delivery.send(Ok(piece)).await;
-                        return;
-                    }
                     self.pump_stream(key, layout, range, &delivery).await
                 }
             };
@@ -169,6 +157,26 @@ impl OpenedBlob {
         });
         futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
+        })
+        .right_stream()
+    }
+
+    /// The plaintext of `range` (all of it for `None`) when it lies within the last segment of
+    /// a stream blob, which opening has already read and authenticated: tail ranges and blobs
+    /// of one segment are answered without reading storage again.
+    fn held_piece(&self, range: Option<Range<u64>>) -> Option<Bytes> {
+        let Layout::Stream {
+            layout,
+            last_plaintext,
+            ..
+        } = &self.layout
+        else {
+            return None;
+        };
+        let range = range.unwrap_or(0..layout.plaintext_len());
+        let offset = (layout.segment_count() - 1) * layout.segment_size();
+        (!range.is_empty() && range.start >= offset).then(|| {
+            last_plaintext.slice((range.start - offset) as usize..(range.end - offset) as usize)
         })
     }
 
