@@ -61,7 +61,7 @@ pub(super) fn read_prefix(file: &File, info: &BlobInfo, len: u64) -> Result<Byte
 fn read_at(file: &File, range: Range<u64>) -> Result<Bytes, StorageError> {
     let mut buffer = vec![0u8; (range.end - range.start) as usize];
     file.read_exact_at(&mut buffer, range.start)
-        .map_err(|e| StorageError::Unavailable(format!("reading the blob failed: {e}")))?;
+        .map_err(|e| StorageError::from_io(&e))?;
     Ok(Bytes::from(buffer))
 }
 
