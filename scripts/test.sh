@@ -35,7 +35,7 @@ key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/K
 export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
 
 echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults, key lifecycle)"
-cargo test --quiet --test api --test ranges --test hostile --test storage_semantics --test lifecycle
+cargo test --quiet --test integration -- api:: ranges:: hostile:: storage_semantics:: lifecycle::
 
 echo "== Python client: type check (mypy --strict)"
 "$venv/bin/python" -m mypy --strict --cache-dir target/mypy-cache clients/python/src

@@ -1,6 +1,6 @@
 //! The contract of `../shared/API.md`, row by row, against the real router on an ephemeral port.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,7 +1,7 @@
 //! Hostile and malformed input, limits, and storage faults: always a 4xx (or a clear 5xx for
 //! storage) with a detail, never a panic or a hang, and nothing stored changes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

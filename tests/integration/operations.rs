@@ -1,6 +1,6 @@
 //! The operational surface: probes, metrics, request ids, OpenAPI and the docs page.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use reqwest::Method;

@@ -1,7 +1,7 @@
 //! What storage guarantees under concurrency, disconnects and refused credentials. Runs on the
 //! local backend, and on Azure (Azurite) when `BLOBPROX_TEST_AZURE_CONNECTION_STRING` is set.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

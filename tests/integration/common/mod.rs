@@ -1,8 +1,6 @@
 //! A real blobprox router on an ephemeral port, with keys, credentials and a container, and a
 //! client that speaks to it as the Python clients do.
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
-
 pub mod azurite;
 
 use std::sync::{Arc, LazyLock};
