@@ -334,7 +334,7 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     }
     let server = TestServer::start().await;
     let container = server.data_dir().join(common::CONTAINER);
-    let mounted = std::process::Command::new("mount")
+    let mounted = common::isolated_command("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
         .arg(&container)
         .status()
@@ -347,9 +347,7 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     let status = response.status().as_u16();
     let text = detail(response, status).await;
     let leftovers = server.raw_names().await;
-    let _ = std::process::Command::new("umount")
-        .arg(&container)
-        .status();
+    let _ = common::isolated_command("umount").arg(&container).status();
     assert_eq!(status, 507, "{text}");
     assert!(text.contains("storage is full"), "{text}");
     assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -3,6 +3,8 @@
 
 pub mod azurite;
 
+use std::ffi::OsStr;
+use std::process::Command;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -385,6 +387,49 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A loopback port free at the time of asking, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `program` with an allow-listed environment: PATH and HOME from the test's own and nothing
+/// else, so that what the caller's shell exports (API_KEY, STORAGE_URL, RUST_LOG, proxies) cannot
+/// change a test; the test adds what it means with `.env`.
+pub fn isolated_command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// The `blobprox` binary with an allow-listed environment ([`isolated_command`]), run in `dir`:
+/// the binary loads a `.env` from its working directory or the nearest parent that has one
+/// (dotenvy), so `dir` is a test's own temp dir and no parent of it may hold a stray `.env`.
+pub fn blobprox_command(dir: &std::path::Path) -> Command {
+    if let Some(stray) = dir
+        .ancestors()
+        .skip(1)
+        .map(|parent| parent.join(".env"))
+        .find(|file| file.exists())
+    {
+        panic!(
+            "{} would be loaded by every blobprox the tests start",
+            stray.display()
+        );
+    }
+    let mut command = isolated_command(env!("CARGO_BIN_EXE_blobprox"));
+    command.current_dir(dir);
+    command
+}
+
 /// The `blobprox` binary serving a local data directory with the shared keys and credentials,
 /// for tests that watch the process itself (its memory, its signals).
 pub struct BinaryServer {
@@ -404,12 +449,8 @@ impl BinaryServer {
 
     /// Starts `blobprox serve` on an existing data directory (as a restart would).
     pub async fn start_on(data_dir: Arc<TempDir>, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_blobprox"))
+        let port = free_port();
+        let child = blobprox_command(data_dir.path())
             .arg("serve")
             .env("PROD", "true")
             .env("API_KEY", &SECRETS.api_key)
