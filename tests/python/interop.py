@@ -35,38 +35,15 @@ STARTUP_TIMEOUT = 20
 # RSA-OAEP exactly as the original proxy used it: MGF1(SHA-256), SHA-256, no label.
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
-# Settings the proxy reads from the environment; the tests set the ones they mean and nothing
-# from the caller's shell may leak in.
-_PROXY_ENV_VARS = (
-    "API_KEY",
-    "STORAGE_URL",
-    "KEY_VAULT_PATH",
-    "STORAGE_CREDS",
-    "PROD",
-    "HOST",
-    "PORT",
-    "DATA_DIR",
-    "DEV_DIR",
-    "STATIC_DATA_KEY",
-    "MAX_UPLOAD_BYTES",
-    "MAX_PUBLIC_KEYS_BYTES",
-    "MAX_RECIPIENTS",
-    "SHUTDOWN_GRACE_SECS",
-    "LOG_FORMAT",
-    "BLOB_FORMAT",
-    "AUTH_FAILURES_PER_MINUTE",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "TLS_CERT_FILE",
-    "TLS_KEY_FILE",
-    "TLS_CLIENT_CA_FILE",
-)
-
 # requests honours HTTP(S)_PROXY; the proxy under test is always local.
 os.environ["NO_PROXY"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
 
 
 def clean_env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_ENV_VARS}
+    """The environment of a child process: PATH and HOME from this one, then `settings` (what the
+    test means). Nothing else leaks in from the caller's shell: no API_KEY, STORAGE_URL, RUST_LOG
+    or HTTP(S)_PROXY. Start a blobprox child in a temp dir too, or it loads the repository's .env."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
     env.update(settings)
     return env
 
