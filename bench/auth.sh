@@ -16,16 +16,9 @@ SCRIPT_NAME=auth
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SCRIPT_DIR="$REPO_ROOT/bench"
 
-DURATION="${DURATION:-20}"
-THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-64}"
-FLOOD_THREADS="${FLOOD_THREADS:-1}"
-FLOOD_CONNECTIONS="${FLOOD_CONNECTIONS:-16}"
-SPREAD_ADDRESSES="${SPREAD_ADDRESSES:-256}"
-SPREAD_CONNECTIONS="${SPREAD_CONNECTIONS:-256}"
-for n in "$DURATION" "$THREADS" "$CONNECTIONS" "$FLOOD_THREADS" "$FLOOD_CONNECTIONS" "$SPREAD_CONNECTIONS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "DURATION, THREADS, CONNECTIONS, FLOOD_* and SPREAD_CONNECTIONS must be positive integers"
-done
+set_defaults DURATION=20 THREADS=2 CONNECTIONS=64 FLOOD_THREADS=1 FLOOD_CONNECTIONS=16 \
+    SPREAD_ADDRESSES=256 SPREAD_CONNECTIONS=256
+require_positive DURATION THREADS CONNECTIONS FLOOD_THREADS FLOOD_CONNECTIONS SPREAD_CONNECTIONS
 if ! [[ "$SPREAD_ADDRESSES" =~ ^[0-9]+$ ]] || ((SPREAD_ADDRESSES > 65000)); then die "SPREAD_ADDRESSES must be 0..65000"; fi
 ((DURATION <= 300)) || die "DURATION is at most 300 s"
 
@@ -35,10 +28,7 @@ if ! command -v wrk >/dev/null; then
     { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; } >&2 || die "apt-get install wrk failed"
 fi
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/bench"
 
 # Wrong credentials of the right shape: a fresh salt and keys that do not match API_KEY.
