@@ -102,12 +102,19 @@ read -r code cached_secs <<<"$out"
 log "first valid request (key derivation): $(awk -v s="$first_secs" 'BEGIN {printf "%.1f ms", s * 1000}'), second (cached): $(awk -v s="$cached_secs" 'BEGIN {printf "%.2f ms", s * 1000}')"
 read -r rss0 _ < <(mem_kb)
 
+# valid_wrk NAME: the valid-credentials wrk into $WORK/NAME.txt; RUN_CPU = the server's CPU % meanwhile.
+valid_wrk() {
+    local t0 s0
+    t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/$1.txt"
+    RUN_CPU="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+}
+
 # ---------------------------------------------------------------- (a) valid credentials only
 log "(a) wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, valid credentials"
 before="$(server_counts)"
-t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/a.txt"
-a_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+valid_wrk a
+a_cpu=$RUN_CPU
 a_counts="$(counts_diff "$before" "$(server_counts)")"
 show "$WORK/a.txt"
 parse_wrk "$WORK/a.txt"
@@ -120,9 +127,8 @@ wrk -t"$FLOOD_THREADS" -c"$FLOOD_CONNECTIONS" -d"$((DURATION + 4))s" -s "$WORK/c
 FLOOD_PID=$!
 bg_started "$FLOOD_PID"
 sleep 2
-t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/b.txt"
-b_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+valid_wrk b
+b_cpu=$RUN_CPU
 wait "$FLOOD_PID" || die "the flood wrk failed: $(cat "$WORK/b-flood.txt")"
 b_counts="$(counts_diff "$before" "$(server_counts)")"
 log "(b) the valid wrk:"
@@ -149,9 +155,8 @@ if ((SPREAD_ADDRESSES > 0)); then
     FLOOD_PID=$!
     bg_started "$FLOOD_PID"
     sleep 2
-    t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/c.txt"
-    c_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+    valid_wrk c
+    c_cpu=$RUN_CPU
     wait "$FLOOD_PID" || die "flood.py failed"
     c_counts="$(counts_diff "$before" "$(server_counts)")"
     log "(c) the valid wrk:"
