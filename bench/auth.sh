@@ -16,16 +16,9 @@ SCRIPT_NAME=auth
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SCRIPT_DIR="$REPO_ROOT/bench"
 
-DURATION="${DURATION:-20}"
-THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-64}"
-FLOOD_THREADS="${FLOOD_THREADS:-1}"
-FLOOD_CONNECTIONS="${FLOOD_CONNECTIONS:-16}"
-SPREAD_ADDRESSES="${SPREAD_ADDRESSES:-256}"
-SPREAD_CONNECTIONS="${SPREAD_CONNECTIONS:-256}"
-for n in "$DURATION" "$THREADS" "$CONNECTIONS" "$FLOOD_THREADS" "$FLOOD_CONNECTIONS" "$SPREAD_CONNECTIONS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "DURATION, THREADS, CONNECTIONS, FLOOD_* and SPREAD_CONNECTIONS must be positive integers"
-done
+set_defaults DURATION=20 THREADS=2 CONNECTIONS=64 FLOOD_THREADS=1 FLOOD_CONNECTIONS=16 \
+    SPREAD_ADDRESSES=256 SPREAD_CONNECTIONS=256
+require_positive DURATION THREADS CONNECTIONS FLOOD_THREADS FLOOD_CONNECTIONS SPREAD_CONNECTIONS
 if ! [[ "$SPREAD_ADDRESSES" =~ ^[0-9]+$ ]] || ((SPREAD_ADDRESSES > 65000)); then die "SPREAD_ADDRESSES must be 0..65000"; fi
 ((DURATION <= 300)) || die "DURATION is at most 300 s"
 
@@ -35,10 +28,7 @@ if ! command -v wrk >/dev/null; then
     { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; } >&2 || die "apt-get install wrk failed"
 fi
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/bench"
 
 # Wrong credentials of the right shape: a fresh salt and keys that do not match API_KEY.
@@ -112,12 +102,19 @@ read -r code cached_secs <<<"$out"
 log "first valid request (key derivation): $(awk -v s="$first_secs" 'BEGIN {printf "%.1f ms", s * 1000}'), second (cached): $(awk -v s="$cached_secs" 'BEGIN {printf "%.2f ms", s * 1000}')"
 read -r rss0 _ < <(mem_kb)
 
+# valid_wrk NAME: the valid-credentials wrk into $WORK/NAME.txt; RUN_CPU = the server's CPU % meanwhile.
+valid_wrk() {
+    local t0 s0
+    t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/$1.txt"
+    RUN_CPU="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+}
+
 # ---------------------------------------------------------------- (a) valid credentials only
 log "(a) wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, valid credentials"
 before="$(server_counts)"
-t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/a.txt"
-a_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+valid_wrk a
+a_cpu=$RUN_CPU
 a_counts="$(counts_diff "$before" "$(server_counts)")"
 show "$WORK/a.txt"
 parse_wrk "$WORK/a.txt"
@@ -130,9 +127,8 @@ wrk -t"$FLOOD_THREADS" -c"$FLOOD_CONNECTIONS" -d"$((DURATION + 4))s" -s "$WORK/c
 FLOOD_PID=$!
 bg_started "$FLOOD_PID"
 sleep 2
-t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/b.txt"
-b_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+valid_wrk b
+b_cpu=$RUN_CPU
 wait "$FLOOD_PID" || die "the flood wrk failed: $(cat "$WORK/b-flood.txt")"
 b_counts="$(counts_diff "$before" "$(server_counts)")"
 log "(b) the valid wrk:"
@@ -159,9 +155,8 @@ if ((SPREAD_ADDRESSES > 0)); then
     FLOOD_PID=$!
     bg_started "$FLOOD_PID"
     sleep 2
-    t0="$(cpu_ticks "$SERVER_PID")" s0="$(now)"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${VALID_WRK[@]}" "$BASE/key/public" >"$WORK/c.txt"
-    c_cpu="$(cpu_pct "$t0" "$(cpu_ticks "$SERVER_PID")" "$(awk -v a="$s0" -v b="$(now)" 'BEGIN {print b - a}')")"
+    valid_wrk c
+    c_cpu=$RUN_CPU
     wait "$FLOOD_PID" || die "flood.py failed"
     c_counts="$(counts_diff "$before" "$(server_counts)")"
     log "(c) the valid wrk:"

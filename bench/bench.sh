@@ -20,21 +20,13 @@ SCRIPT_NAME=bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SCRIPT_DIR="$REPO_ROOT/bench"
 
-SIZES="${SIZES:-64M 1G 4G}"
-FORMATS="${FORMATS:-${BLOB_FORMAT:-stream fernet}}"
-REPEAT="${REPEAT:-1}"
-RANGE_SIZE="${RANGE_SIZE:-1G}"
-RANGE_REQUESTS="${RANGE_REQUESTS:-50}"
-RANGE_TAIL="${RANGE_TAIL:-1024}"
+set_defaults "SIZES=64M 1G 4G" "FORMATS=${BLOB_FORMAT:-stream fernet}" REPEAT=1 RANGE_SIZE=1G \
+    RANGE_REQUESTS=50 RANGE_TAIL=1024 CURL_MAX_TIME=3600 BENCH_WATCH=
 CONTAINER="bench"
 VERIFY_MAX_BYTES=$((64 * 1024 * 1024)) # sha256-compare downloads up to this size
-CURL_MAX_TIME="${CURL_MAX_TIME:-3600}"
-BENCH_WATCH="${BENCH_WATCH:-}"
 
 require_tools curl python3 sha256sum head tail cmp awk df
-for n in "$REPEAT" "$RANGE_REQUESTS" "$RANGE_TAIL"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "REPEAT, RANGE_REQUESTS and RANGE_TAIL must be positive integers, not '$n'"
-done
+require_positive REPEAT RANGE_REQUESTS RANGE_TAIL
 for s in $SIZES; do parse_size "$s" >/dev/null; done
 [[ -n "${SIZES// /}" ]] || die "SIZES is empty"
 for f in $FORMATS; do [[ "$f" == stream || "$f" == fernet ]] || die "unknown format '$f' in FORMATS (stream | fernet)"; done
@@ -48,10 +40,7 @@ if [[ -n "$BENCH_WATCH" ]]; then
     WATCH_NAME="${BASH_REMATCH[1]}" WATCH_PID="${BASH_REMATCH[2]}"
 fi
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 DATA="$WORK/data"
 mkdir -p "$DATA/$CONTAINER"
 LOCAL_STORAGE=0

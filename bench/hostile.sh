@@ -10,14 +10,11 @@ set -euo pipefail
 SCRIPT_NAME=hostile
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-CLIENTS="${CLIENTS:-8}"
-[[ "$CLIENTS" =~ ^[1-9][0-9]*$ ]] || die "CLIENTS must be a positive integer"
+set_defaults CLIENTS=8
+require_positive CLIENTS
 require_tools curl python3 awk
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/box"
 start_server STORAGE_URL="file://$WORK/data" PROD=true
 headers="$(python3 -c 'import json,sys; print(json.dumps({"x-salt": sys.argv[1], "x-decryption-key": sys.argv[2], "x-comparison-key": sys.argv[3]}))' \

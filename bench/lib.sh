@@ -2,6 +2,9 @@
 # setting SCRIPT_NAME; it sets REPO_ROOT and defines the functions below. Nothing here starts
 # anything by itself.
 #
+#   set_defaults N=V ...   sets each variable N that the environment leaves unset or empty to V
+#   require_positive N ... dies unless each variable N holds a positive integer
+#   bench_prepare          bench_build, check_idle, bench_workdir and bench_credentials, in that order
 #   bench_build            BIN = the release binary (builds it unless BLOBPROX_BIN is set)
 #   bench_workdir          WORK = a new temp dir; an EXIT trap stops everything started and removes it
 #   bench_credentials      keygen + credentials in $WORK; sets API_KEY_VALUE, X_* and AUTH (curl -H args)
@@ -28,6 +31,21 @@ log() { echo "$SCRIPT_NAME: $*" >&2; }
 require_tools() {
     local tool
     for tool in "$@"; do command -v "$tool" >/dev/null || die "$tool is required"; done
+}
+
+set_defaults() {
+    local pair name
+    for pair in "$@"; do
+        name="${pair%%=*}"
+        [[ -n "${!name:-}" ]] || printf -v "$name" '%s' "${pair#*=}"
+    done
+}
+
+require_positive() {
+    local name
+    for name in "$@"; do
+        [[ "${!name}" =~ ^[1-9][0-9]*$ ]] || die "$name must be a positive integer, not '${!name}'"
+    done
 }
 
 # "64M" -> 67108864
@@ -113,6 +131,15 @@ bench_workdir() {
 }
 
 # ---------------------------------------------------------------- keys and credentials
+# What every benchmark does first: the binary, a check that the machine is idle, the temp dir,
+# keys and credentials.
+bench_prepare() {
+    bench_build
+    check_idle
+    bench_workdir
+    bench_credentials
+}
+
 bench_credentials() {
     KEYS="$WORK/keys"
     CREDS="$WORK/creds"

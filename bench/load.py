@@ -11,18 +11,18 @@ with exactly the uploaded bytes. Anything else (another status, a short or diffe
 exception, a timeout) is an error. Prints a markdown report; exits 1 when there were errors.
 """
 
-import argparse
 import asyncio
 import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 from collections import Counter
 
 import aiohttp
+
+from bench_client import argument_parser, credential_headers, recipients_for, run_on_loopback, upload_form
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -83,10 +83,7 @@ class Stats:
 
 
 async def upload(session, args, name, payload, recipients):
-    form = aiohttp.FormData()
-    form.add_field("public-keys", recipients)
-    form.add_field("overwrite", "true")
-    form.add_field("file", payload, filename="data.bin", content_type="application/octet-stream")
+    form = upload_form(recipients, payload)
     async with session.post(f"{args.url}/upload/{args.container}/{name}", data=form) as answer:
         body = await answer.read()
         if answer.status != 200:
@@ -146,20 +143,13 @@ async def client(number, session, args, payloads, recipients, pool, stats, deadl
 
 
 async def run(args):
-    headers = {
-        "x-salt": args.salt,
-        "x-decryption-key": args.decryption_key,
-        "x-comparison-key": args.comparison_key,
-    }
+    headers = credential_headers(args)
     rng = random.Random(args.seed)
     payloads = [rng.randbytes(args.size) for _ in range(4)]
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     connector = aiohttp.TCPConnector(limit=args.clients)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
-        async with session.get(f"{args.url}/key/public") as answer:
-            if answer.status != 200:
-                raise SystemExit(f"GET /key/public answered {answer.status}")
-            recipients = json.dumps({"load": (await answer.json())["public_key"]})
+        recipients = await recipients_for(session, args.url, "load")
         # The blobs that downloads read: one per client, made before the clock starts.
         pool = []
         for i in range(args.clients):
@@ -241,12 +231,7 @@ def report(args, stats, elapsed, sampler, server_cpu, client_cpu):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--container", default="load")
-    parser.add_argument("--salt", required=True)
-    parser.add_argument("--decryption-key", required=True)
-    parser.add_argument("--comparison-key", required=True)
+    parser = argument_parser(__doc__, container="load", credentials_required=True)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--size", type=int, default=1024 * 1024)
@@ -260,9 +245,7 @@ def main():
         parser.error("--duration must be in (0, 3600] seconds")
     if args.clients < 1 or args.size < 1:
         parser.error("--clients and --size must be positive")
-    if not args.url.startswith(("http://127.", "http://localhost")):
-        parser.error("only a server on the loopback is a target")
-    sys.exit(asyncio.run(run(args)))
+    run_on_loopback(parser, args, run)
 
 
 if __name__ == "__main__":

@@ -11,20 +11,14 @@ SCRIPT_NAME=load
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-DURATION="${DURATION:-60}"
-CLIENTS="${CLIENTS:-32}"
-SIZE="${SIZE:-1M}"
-UPLOAD_FRACTION="${UPLOAD_FRACTION:-0.5}"
-[[ "$DURATION" =~ ^[1-9][0-9]*$ && "$CLIENTS" =~ ^[1-9][0-9]*$ ]] || die "DURATION and CLIENTS must be positive integers"
+set_defaults DURATION=60 CLIENTS=32 SIZE=1M UPLOAD_FRACTION=0.5
+require_positive DURATION CLIENTS
 SIZE_BYTES="$(parse_size "$SIZE")"
 
 require_tools curl python3
 python3 -c 'import aiohttp' 2>/dev/null || die "load.py needs aiohttp: python3 -m pip install aiohttp"
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/load"
 start_server STORAGE_URL="file://$WORK/data"
 read -r rss0 _ < <(mem_kb)

@@ -15,15 +15,11 @@ SCRIPT_NAME=memory
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SINGLE_SIZE="${SINGLE_SIZE:-256M}"
-UPLOADS="${UPLOADS:-16}"
-EACH_SIZE="${EACH_SIZE:-64M}"
+set_defaults SINGLE_SIZE=256M UPLOADS=16 EACH_SIZE=64M
+require_positive UPLOADS
 require_tools curl python3 head awk
 
-bench_build
-bench_workdir
-check_idle
-bench_credentials
+bench_prepare
 start_server
 fetch_recipients "$WORK/recipients.json"
 reset_peak || die "cannot reset the peak RSS (/proc/PID/clear_refs)"

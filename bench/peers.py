@@ -12,7 +12,6 @@ must answer 200 with a body whose sha256 is the uploaded file's. Prints one line
 {"upload_rps": ..., "download_rps": ..., "errors": ...}; exits 1 when there was an error.
 """
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -21,6 +20,8 @@ import sys
 import time
 
 import aiohttp
+
+from bench_client import argument_parser, credential_headers, recipients_for, run_on_loopback, upload_form
 
 
 class Failure(Exception):
@@ -36,16 +37,10 @@ class Blobprox:
         self.recipients = None
 
     async def prepare(self):
-        async with self.session.get(f"{self.args.url}/key/public") as answer:
-            if answer.status != 200:
-                raise SystemExit(f"GET /key/public answered {answer.status}")
-            self.recipients = json.dumps({"bench": (await answer.json())["public_key"]})
+        self.recipients = await recipients_for(self.session, self.args.url, "bench")
 
     async def put(self, name, payload):
-        form = aiohttp.FormData()
-        form.add_field("public-keys", self.recipients)
-        form.add_field("overwrite", "true")
-        form.add_field("file", payload, filename="data.bin", content_type="application/octet-stream")
+        form = upload_form(self.recipients, payload)
         async with self.session.post(f"{self.args.url}/upload/{self.args.container}/{name}", data=form) as answer:
             body = await answer.read()
             if answer.status != 200:
@@ -95,7 +90,7 @@ async def phase(args, work):
 async def run(args):
     headers = {}
     if args.kind == "blobprox":
-        headers = {"x-salt": args.salt, "x-decryption-key": args.decryption_key, "x-comparison-key": args.comparison_key}
+        headers = credential_headers(args)
     rng = random.Random(args.seed)
     payloads = [rng.randbytes(args.size) for _ in range(16)]
     digests = [hashlib.sha256(p).digest() for p in payloads]
@@ -133,13 +128,8 @@ async def run(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, container="bench", credentials_required=False)
     parser.add_argument("--kind", choices=("blobprox", "webdav"), required=True)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--container", default="bench")
-    parser.add_argument("--salt")
-    parser.add_argument("--decryption-key")
-    parser.add_argument("--comparison-key")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--size", type=int, default=64 * 1024)
     parser.add_argument("--clients", type=int, default=16)
@@ -151,9 +141,7 @@ def main():
         parser.error("--count, --size and --clients must be positive")
     if args.kind == "blobprox" and not (args.salt and args.decryption_key and args.comparison_key):
         parser.error("--kind blobprox needs --salt, --decryption-key and --comparison-key")
-    if not args.url.startswith(("http://127.", "http://localhost")):
-        parser.error("only a server on the loopback is a target")
-    sys.exit(asyncio.run(run(args)))
+    run_on_loopback(parser, args, run)
 
 
 if __name__ == "__main__":

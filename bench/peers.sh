@@ -12,18 +12,9 @@ SCRIPT_NAME=peers
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BIG_SIZE="${BIG_SIZE:-1G}"
-MID_SIZE="${MID_SIZE:-256M}"
-ROUNDS="${ROUNDS:-3}"
-SMALL_COUNT="${SMALL_COUNT:-2000}"
-SMALL_SIZE="${SMALL_SIZE:-64K}"
-CLIENTS="${CLIENTS:-16}"
-RANGE_REQUESTS="${RANGE_REQUESTS:-50}"
-RANGE_TAIL="${RANGE_TAIL:-1024}"
-CURL_MAX_TIME="${CURL_MAX_TIME:-3600}"
-for n in ROUNDS SMALL_COUNT CLIENTS RANGE_REQUESTS RANGE_TAIL; do
-    [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer"
-done
+set_defaults BIG_SIZE=1G MID_SIZE=256M ROUNDS=3 SMALL_COUNT=2000 SMALL_SIZE=64K CLIENTS=16 \
+    RANGE_REQUESTS=50 RANGE_TAIL=1024 CURL_MAX_TIME=3600
+require_positive ROUNDS SMALL_COUNT CLIENTS RANGE_REQUESTS RANGE_TAIL
 BIG_BYTES="$(parse_size "$BIG_SIZE")"
 MID_BYTES="$(parse_size "$MID_SIZE")"
 SMALL_BYTES="$(parse_size "$SMALL_SIZE")"
@@ -227,10 +218,7 @@ goal() {
 require_tools curl python3 sha256sum awk
 python3 -c 'import aiohttp' 2>/dev/null || die "peers.py needs aiohttp: python3 -m pip install aiohttp"
 install_peers
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/bench" "$WORK/m"
 start_server STORAGE_URL="file://$WORK/data"
 fetch_recipients "$WORK/recipients.json"

@@ -17,28 +17,18 @@ SCRIPT_NAME=tls
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SCRIPT_DIR="$REPO_ROOT/bench"
 
-SIZE="${SIZE:-1G}"
-SMALL="${SMALL:-64K}"
-REQUESTS="${REQUESTS:-200}"
-UPLOADS="${UPLOADS:-50}"
-REPEAT="${REPEAT:-1}"
-MODES="${MODES:-http https-h1 https-h2}"
+set_defaults SIZE=1G SMALL=64K REQUESTS=200 UPLOADS=50 REPEAT=1 "MODES=http https-h1 https-h2"
 CONTAINER=bench
 
 require_tools curl openssl python3 awk head
-for n in "$REQUESTS" "$UPLOADS" "$REPEAT"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "REQUESTS, UPLOADS and REPEAT must be positive integers, not '$n'"
-done
+require_positive REQUESTS UPLOADS REPEAT
 for mode in $MODES; do
     [[ "$mode" =~ ^(http|https-h1|https-h2)$ ]] || die "unknown mode '$mode' in MODES (http | https-h1 | https-h2)"
 done
 BIG_BYTES="$(parse_size "$SIZE")"
 SMALL_BYTES="$(parse_size "$SMALL")"
 
-bench_build
-check_idle
-bench_workdir
-bench_credentials
+bench_prepare
 mkdir -p "$WORK/data/$CONTAINER"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null ||

@@ -35,12 +35,11 @@ apt_install() {
 
 work=$(mktemp -d "$repo/target/docker-test.XXXXXX")
 dockerd_pid=""
-azurite_pid=""
 compose=()
 cleanup() {
     set +e
     if [ "${#compose[@]}" -gt 0 ]; then "${compose[@]}" down --remove-orphans >/dev/null 2>&1; fi
-    [ -z "$azurite_pid" ] || kill "$azurite_pid" 2>/dev/null
+    [ -z "${AZURITE_PID:-}" ] || kill "$AZURITE_PID" 2>/dev/null
     if [ -n "$dockerd_pid" ]; then
         kill "$dockerd_pid" 2>/dev/null
         for _ in $(seq 1 50); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
@@ -99,26 +98,13 @@ docker build --quiet --target prebuilt --build-arg RUNTIME_IMAGE="$base" \
 pass "blobprox:latest built on $base in $((SECONDS - started)) s ($(docker image inspect -f '{{.Size}}' blobprox:latest | awk '{printf "%.0f MB", $1 / 1e6}'))"
 
 # ---- Azurite, on the bridge's address so that containers reach it ------------------------------
-[ -x target/azurite/node_modules/.bin/azurite-blob ] ||
-    npm install --no-audit --no-fund --loglevel=error --prefix target/azurite azurite@3.37.0
-python=${PYTHON:-target/pyenv/bin/python}
-if ! "$python" -c 'import azure.storage.blob' 2>/dev/null; then
-    [ -x target/pyenv/bin/python ] || python3 -m venv target/pyenv
-    target/pyenv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-    python=target/pyenv/bin/python
-fi
-gateway=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
-az_port=$("$python" -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$gateway")
-target/azurite/node_modules/.bin/azurite-blob --blobHost "$gateway" --blobPort "$az_port" \
-    --inMemoryPersistence --disableTelemetry --loose --skipApiVersionCheck --silent \
-    >"$work/azurite.log" 2>&1 &
-azurite_pid=$!
-for _ in $(seq 1 60); do (echo >"/dev/tcp/$gateway/$az_port") 2>/dev/null && break; sleep 0.5; done
-# Azurite's well-known development account key (public, documented by Microsoft).
-key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-export AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://$gateway:$az_port/devstoreaccount1;"
-"$python" -c 'import os; from azure.storage.blob import BlobServiceClient as C
-C.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"]).create_container("dockertest")'
+python=${PYTHON:-python3}
+# shellcheck source=azurite.sh
+source scripts/azurite.sh
+azurite_start "$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')" \
+    "$work/azurite.log" --inMemoryPersistence
+export AZURE_STORAGE_CONNECTION_STRING="$AZURITE_CONNECTION_STRING"
+azurite_create_container dockertest
 
 # ---- what README's Docker section prepares ------------------------------------------------------
 if [ "$(id -u)" = 0 ]; then uid=10001 gid=10001; else uid=$(id -u) gid=$(id -g); fi

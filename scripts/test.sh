@@ -14,28 +14,20 @@ echo "== cargo test (local backend)"
 unset BLOBPROX_TEST_AZURE_CONNECTION_STRING
 cargo test --quiet
 
-echo "== Azurite (Azure's storage emulator) on a free loopback port"
-npm install --no-audit --no-fund --loglevel=error --prefix target/azurite azurite@3.37.0
 venv=target/pyenv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./clients/python
-port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-target/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$port" \
-  --inMemoryPersistence --disableTelemetry --loose --skipApiVersionCheck --silent \
-  > target/azurite.log 2>&1 &
-azurite_pid=$!
-trap 'kill "$azurite_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do
-  if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.5
-done
-# Azurite's well-known development account key (public, documented by Microsoft).
-key="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-export BLOBPROX_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$key;BlobEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
+
+echo "== Azurite (Azure's storage emulator) on a free loopback port"
+# shellcheck source=azurite.sh
+source scripts/azurite.sh
+trap 'kill "${AZURITE_PID:-}" 2>/dev/null || true' EXIT
+azurite_start 127.0.0.1 target/azurite.log --inMemoryPersistence
+export BLOBPROX_TEST_AZURE_CONNECTION_STRING="$AZURITE_CONNECTION_STRING"
 
 echo "== cargo test (Azurite backend: API, ranges, hostile input, storage semantics and faults, key lifecycle)"
-cargo test --quiet --test api --test ranges --test hostile --test storage_semantics --test lifecycle
+cargo test --quiet --test integration -- api:: ranges:: hostile:: storage_semantics:: lifecycle::
 
 echo "== Python client: type check (mypy --strict)"
 "$venv/bin/python" -m mypy --strict --cache-dir target/mypy-cache clients/python/src

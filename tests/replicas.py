@@ -34,6 +34,9 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "python"))
+from interop import clean_env  # noqa: E402  (the suite's one allow-listed child environment)
+
 REPO = Path(__file__).resolve().parents[1]
 BLOBPROX_BIN = Path(os.environ.get("BLOBPROX_BIN", REPO / "target" / "debug" / "blobprox"))
 CONTAINER = "replicas"
@@ -81,12 +84,13 @@ class Replica:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**env, "PORT": str(self.port)}
         self.log = logs / f"{self.name}.log"
+        self.work = logs  # the working directory: a temp dir, where no .env is
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [str(BLOBPROX_BIN), "serve"], env=self.env, stdout=log, stderr=log
+                [str(BLOBPROX_BIN), "serve"], cwd=self.work, env=self.env, stdout=log, stderr=log
             )
         wait_for(self.ready, f"{self.name} ready")
 
@@ -138,6 +142,7 @@ backend replicas
 """)
         self.process = subprocess.Popen(
             ["haproxy", "-db", "-f", str(config)],
+            env=clean_env(),
             stdout=(work / "haproxy.log").open("w"),
             stderr=subprocess.STDOUT,
         )
@@ -161,10 +166,11 @@ backend replicas
 
 
 def credentials(work: Path) -> tuple[dict[str, str], Path]:
-    subprocess.run([str(BLOBPROX_BIN), "keygen", "-p", str(work / "keys")], check=True, capture_output=True)
-    subprocess.run(
-        [str(BLOBPROX_BIN), "credentials", "-p", str(work / "credentials")], check=True, capture_output=True
-    )
+    for command, directory in (("keygen", "keys"), ("credentials", "credentials")):
+        subprocess.run(
+            [str(BLOBPROX_BIN), command, "-p", str(work / directory)],
+            cwd=work, env=clean_env(), check=True, capture_output=True,
+        )
     client = json.loads(next((work / "credentials").glob("*_blobprox.json")).read_text())
     headers = {
         "x-decryption-key": client["decryption_key"],
@@ -262,12 +268,7 @@ def main() -> None:
         BlobServiceClient.from_connection_string(connection_string).create_container(CONTAINER)
     work = Path(tempfile.mkdtemp(prefix="blobprox-replicas-"))
     headers, api_key_file = credentials(work)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("API_KEY", "STORAGE_", "KEY_VAULT", "AZURE_", "BLOB_", "MAX_", "AUTH_"))
-    }
-    env.update(
+    env = clean_env(
         PROD="true",
         HOST="127.0.0.1",
         KEY_VAULT_PATH=str(work / "keys"),

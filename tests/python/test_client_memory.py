@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from client_helpers import credentials_file
-from interop import CONTAINER
+from interop import CONTAINER, clean_env
 
 GIB = 2**30
 # The whole allowance above the baseline: a few 1 MiB chunks and the sockets' buffers fit many
@@ -32,6 +32,7 @@ def _peak_rss_of_upload(proxy, credentials, name: str, path) -> int:
     recipients = json.dumps({"me": proxy.public_key_pem()})
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(credentials), proxy.url, CONTAINER, name, str(path), recipients],
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=900,

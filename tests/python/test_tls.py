@@ -157,7 +157,7 @@ def _curl_command(proxy, ca: TestCa, path: str, output: Path, *args: str) -> lis
 
 def _curl(*args, **kwargs) -> subprocess.CompletedProcess:
     """Runs `_curl_command` (same arguments) to its end."""
-    return subprocess.run(_curl_command(*args, **kwargs), capture_output=True, text=True, timeout=120)
+    return subprocess.run(_curl_command(*args, **kwargs), env=clean_env(), capture_output=True, text=True, timeout=120)
 
 
 def test_requests_verifies_the_proxy_against_the_test_ca(https_proxy, ca, blob_name):
@@ -283,7 +283,9 @@ def test_sigterm_lets_an_http2_download_finish(launcher, tmp_path_factory, ca, b
     wrapped = _upload(proxy, name, data)
     body = tmp_path / "body.bin"
     command = _curl_command(proxy, ca, f"/download/{CONTAINER}/{name}", body, "-H", f"x-blob-key: {wrapped}")
-    slow = subprocess.Popen([*command[:1], "--limit-rate", "1M", *command[1:]], stdout=subprocess.PIPE, text=True)
+    slow = subprocess.Popen(
+        [*command[:1], "--limit-rate", "1M", *command[1:]], env=clean_env(), stdout=subprocess.PIPE, text=True
+    )
     _wait_for(lambda: body.exists() and body.stat().st_size, bool)
     proxy.process.send_signal(signal.SIGTERM)
     stdout, _ = slow.communicate(timeout=60)

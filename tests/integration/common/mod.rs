@@ -1,10 +1,10 @@
 //! A real blobprox router on an ephemeral port, with keys, credentials and a container, and a
 //! client that speaks to it as the Python clients do.
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
-
 pub mod azurite;
 
+use std::ffi::OsStr;
+use std::process::Command;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -148,6 +148,18 @@ impl TestServer {
         }
     }
 
+    /// The server's `host:port`.
+    pub fn address(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// A new TCP connection to the server, for requests written byte by byte.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.address())
+            .await
+            .unwrap()
+    }
+
     /// Reads `dir` again into the running server, as a SIGHUP does.
     pub fn reload_keys(&self, dir: &std::path::Path) {
         self.keys
@@ -199,15 +211,18 @@ impl TestServer {
         names
     }
 
-    /// The body of an unauthenticated `GET path`.
-    pub async fn get_text(&self, path: &str) -> String {
-        let response = self
-            .http
+    /// An unauthenticated `GET path`.
+    pub async fn get_anonymous(&self, path: &str) -> Response {
+        self.http
             .get(format!("{}{path}", self.url))
             .send()
             .await
-            .unwrap();
-        response.text().await.unwrap()
+            .unwrap()
+    }
+
+    /// The body of an unauthenticated `GET path`.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.get_anonymous(path).await.text().await.unwrap()
     }
 
     /// A request with valid credentials.
@@ -218,6 +233,15 @@ impl TestServer {
     /// The proxy's public key PEM, from the API.
     pub async fn public_key(&self) -> String {
         public_key_at(&self.url).await
+    }
+
+    /// Posts `form` as the upload of blob `name`, with valid credentials.
+    pub async fn upload_form(&self, name: &str, form: Form) -> Response {
+        self.authed(reqwest::Method::POST, &self.upload_path(name))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Uploads `content` as blob `name` for one recipient ("me", this proxy).
@@ -231,11 +255,7 @@ impl TestServer {
             "file",
             Part::bytes(content.to_vec()).file_name("upload.bin"),
         );
-        self.authed(reqwest::Method::POST, &self.upload_path(name))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
+        self.upload_form(name, form).await
     }
 
     /// Uploads and returns this proxy's wrapped key, asserting success.
@@ -264,6 +284,20 @@ impl TestServer {
         .send()
         .await
         .unwrap()
+    }
+
+    /// `method` (GET or HEAD) on blob `name` with the wrapped key in the `x-blob-key` header.
+    pub async fn download_by_header(
+        &self,
+        method: reqwest::Method,
+        name: &str,
+        wrapped: &str,
+    ) -> Response {
+        self.authed(method, &self.download_path(name))
+            .header("x-blob-key", wrapped)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Downloads blob `name` with the wrapped key in the `decryption-key` form field.
@@ -365,6 +399,14 @@ pub async fn detail(response: Response, status: u16) -> String {
         .unwrap_or_else(|| body["detail"].to_string())
 }
 
+/// The three credential headers as lines of a raw HTTP/1.1 request, each ending in CRLF.
+pub fn credential_lines() -> String {
+    format!(
+        "x-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n",
+        SECRETS.client.decryption_key, SECRETS.client.salt, SECRETS.client.key
+    )
+}
+
 /// Sends a request line exactly as given (no client-side path normalisation), with credentials
 /// and no body; returns the status and body text.
 pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
@@ -372,9 +414,9 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
     let address = url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nx-decryption-key: {}\r\nx-salt: {}\r\n\
-         x-comparison-key: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        SECRETS.client.decryption_key, SECRETS.client.salt, SECRETS.client.key
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+        credential_lines()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -385,6 +427,49 @@ pub async fn raw_request(url: &str, method: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A loopback port free at the time of asking, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `program` with an allow-listed environment: PATH and HOME from the test's own and nothing
+/// else, so that what the caller's shell exports (API_KEY, STORAGE_URL, RUST_LOG, proxies) cannot
+/// change a test; the test adds what it means with `.env`.
+pub fn isolated_command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// The `blobprox` binary with an allow-listed environment ([`isolated_command`]), run in `dir`:
+/// the binary loads a `.env` from its working directory or the nearest parent that has one
+/// (dotenvy), so `dir` is a test's own temp dir and no parent of it may hold a stray `.env`.
+pub fn blobprox_command(dir: &std::path::Path) -> Command {
+    if let Some(stray) = dir
+        .ancestors()
+        .skip(1)
+        .map(|parent| parent.join(".env"))
+        .find(|file| file.exists())
+    {
+        panic!(
+            "{} would be loaded by every blobprox the tests start",
+            stray.display()
+        );
+    }
+    let mut command = isolated_command(env!("CARGO_BIN_EXE_blobprox"));
+    command.current_dir(dir);
+    command
 }
 
 /// The `blobprox` binary serving a local data directory with the shared keys and credentials,
@@ -406,12 +491,8 @@ impl BinaryServer {
 
     /// Starts `blobprox serve` on an existing data directory (as a restart would).
     pub async fn start_on(data_dir: Arc<TempDir>, env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_blobprox"))
+        let port = free_port();
+        let child = blobprox_command(data_dir.path())
             .arg("serve")
             .env("PROD", "true")
             .env("API_KEY", &SECRETS.api_key)

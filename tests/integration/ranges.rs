@@ -1,6 +1,6 @@
 //! Range reads and the stream format over HTTP.
 
-mod common;
+use crate::common;
 
 use blobprox::crypto::stream::{DEFAULT_SEGMENT_SIZE, HEADER_LEN, TAG_LEN};
 use blobprox::transfer::BlobFormat;

@@ -5,40 +5,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_blobprox");
-
-fn blobprox(dir: &Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command.current_dir(dir);
-    for variable in [
-        "API_KEY",
-        "STORAGE_URL",
-        "KEY_VAULT_PATH",
-        "PROD",
-        "PORT",
-        "HOST",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-}
+use crate::common::{blobprox_command, free_port, isolated_command};
 
 /// Runs `blobprox keygen -p keys` (with `--force` when asked) in `dir`.
 fn keygen(dir: &Path, keys: &Path, force: bool) -> std::process::Output {
-    let mut command = blobprox(dir);
+    let mut command = blobprox_command(dir);
     command.arg("keygen");
     if force {
         command.arg("--force");
     }
     command.arg("-p").arg(keys).output().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A started `serve` process and the stdout lines it printed before listening.
@@ -148,7 +124,7 @@ fn keygen_writes_keys_once_and_is_safe_to_rerun() {
 #[test]
 fn credentials_writes_both_files_and_prints_the_values() {
     let dir = tempfile::tempdir().unwrap();
-    let output = blobprox(dir.path())
+    let output = blobprox_command(dir.path())
         .args(["credentials", "-p", "creds"])
         .output()
         .unwrap();
@@ -180,7 +156,7 @@ fn credentials_writes_both_files_and_prints_the_values() {
 fn development_start_makes_keys_and_credentials_and_accepts_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut command = blobprox(dir.path());
+    let mut command = blobprox_command(dir.path());
     command
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1");
@@ -212,7 +188,7 @@ fn development_start_makes_keys_and_credentials_and_accepts_them() {
     drop(served);
 
     // A second start reuses what the first made.
-    let mut again = blobprox(dir.path());
+    let mut again = blobprox_command(dir.path());
     again.env("PORT", port.to_string()).env("HOST", "127.0.0.1");
     let served = serve(again, &[]);
     assert!(!served.banner.join("\n").contains("created new"));
@@ -222,7 +198,7 @@ fn development_start_makes_keys_and_credentials_and_accepts_them() {
 fn metrics_addr_moves_metrics_off_the_api_port() {
     let dir = tempfile::tempdir().unwrap();
     let (port, metrics_port) = (free_port(), free_port());
-    let mut command = blobprox(dir.path());
+    let mut command = blobprox_command(dir.path());
     command
         .env("PORT", port.to_string())
         .env("HOST", "127.0.0.1")
@@ -267,7 +243,7 @@ fn bad_values_fail_with_one_line_and_a_nonzero_exit() {
             "STORAGE_URL must be",
         ),
     ] {
-        let mut command = blobprox(dir.path());
+        let mut command = blobprox_command(dir.path());
         command.args(args);
         if let Some((name, value)) = env {
             command.env(name, value);
@@ -283,7 +259,7 @@ fn bad_values_fail_with_one_line_and_a_nonzero_exit() {
 #[test]
 fn production_start_without_keys_fails_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let output = blobprox(dir.path())
+    let output = blobprox_command(dir.path())
         .args(["serve", "--port", "0"])
         .env("PROD", "true")
         .env("KEY_VAULT_PATH", dir.path().join("missing"))
@@ -296,7 +272,7 @@ fn production_start_without_keys_fails_with_one_clear_line() {
 
     let keys = dir.path().join("keys");
     keygen(dir.path(), &keys, false);
-    let output = blobprox(dir.path())
+    let output = blobprox_command(dir.path())
         .args(["serve", "--port", "0"])
         .env("KEY_VAULT_PATH", &keys)
         .output()
@@ -325,7 +301,7 @@ fn environment_beats_dotenv_and_flags_beat_both() {
         (Some(env_port), &["--port", &flag], flag_port),
     ];
     for (env, flags, expected) in cases {
-        let mut command = blobprox(dir.path());
+        let mut command = blobprox_command(dir.path());
         if let Some(port) = env {
             command.env("PORT", port.to_string());
         }
@@ -346,11 +322,11 @@ struct Production {
 impl Production {
     fn prepare() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        blobprox(dir.path())
+        blobprox_command(dir.path())
             .args(["keygen", "-p", "keys"])
             .output()
             .unwrap();
-        blobprox(dir.path())
+        blobprox_command(dir.path())
             .args(["credentials", "-p", "creds"])
             .output()
             .unwrap();
@@ -374,7 +350,7 @@ impl Production {
     }
 
     fn command(&self) -> Command {
-        let mut command = blobprox(self.dir.path());
+        let mut command = blobprox_command(self.dir.path());
         command
             .env("PROD", "true")
             .env("API_KEY", &self.api_key)
@@ -384,8 +360,7 @@ impl Production {
                 format!("file://{}", self.dir.path().join("data").display()),
             )
             .env("HOST", "127.0.0.1")
-            .env("PORT", self.port.to_string())
-            .env_remove("RUST_LOG");
+            .env("PORT", self.port.to_string());
         command
     }
 
@@ -441,7 +416,7 @@ impl Production {
 
     /// Stops a server from [`Self::spawn_logged`] with SIGTERM; returns everything it logged.
     fn stop_and_read_logs(&self, mut child: Child) -> String {
-        let _ = Command::new("kill")
+        let _ = isolated_command("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         child.wait().unwrap();
@@ -634,7 +609,7 @@ fn logs_never_contain_secrets() {
 
 /// Sends `signal` (such as `-HUP`) to a served process.
 fn signal(served: &Served, signal: &str) {
-    let status = Command::new("kill")
+    let status = isolated_command("kill")
         .args([signal, &served.child.id().to_string()])
         .status()
         .unwrap();
@@ -720,7 +695,7 @@ fn sighup_reloads_rotated_keys_without_disturbing_a_download_in_flight() {
     let mut first = vec![0u8; 64 << 10];
     in_flight.read_exact(&mut first).unwrap();
 
-    let rotated = blobprox(production.dir.path())
+    let rotated = blobprox_command(production.dir.path())
         .args(["keygen", "-p", "keys", "--rotate"])
         .output()
         .unwrap();
@@ -747,7 +722,7 @@ fn sighup_reloads_rotated_keys_without_disturbing_a_download_in_flight() {
         &b"new"[..]
     );
 
-    let listing = blobprox(production.dir.path())
+    let listing = blobprox_command(production.dir.path())
         .args(["keys", "-p", "keys"])
         .output()
         .unwrap();
@@ -806,7 +781,7 @@ fn a_failed_reload_keeps_the_keys_in_use_and_says_why() {
 fn api_keys_roll_over_by_file_and_sighup() {
     let production = Production::prepare();
     let served = serve_logging_to(production.with_api_key_file(), &[], &production.log_file());
-    let new = blobprox(production.dir.path())
+    let new = blobprox_command(production.dir.path())
         .args(["credentials", "-p", "new-creds"])
         .output()
         .unwrap();

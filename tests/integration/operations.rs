@@ -1,6 +1,6 @@
 //! The operational surface: probes, metrics, request ids, OpenAPI and the docs page.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use reqwest::Method;
@@ -17,18 +17,8 @@ async fn metrics_count_requests_by_route_template_without_blob_names() {
         .bytes()
         .await
         .unwrap();
-    server
-        .http
-        .get(format!("{}/key/public", server.url))
-        .send()
-        .await
-        .unwrap();
-    let response = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap();
+    server.get_anonymous("/key/public").await;
+    let response = server.get_anonymous("/metrics").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -67,12 +57,7 @@ async fn request_ids_are_echoed_or_generated() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-123");
-    let response = server
-        .http
-        .get(format!("{}/nowhere", server.url))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get_anonymous("/nowhere").await;
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
 }
@@ -103,12 +88,7 @@ async fn readiness_says_why_storage_is_not_ready() {
 #[tokio::test]
 async fn openapi_documents_every_route_and_each_documented_route_exists() {
     let server = TestServer::start().await;
-    let response = server
-        .http
-        .get(format!("{}/openapi.json", server.url))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get_anonymous("/openapi.json").await;
     let document: serde_json::Value = response.json().await.unwrap();
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
@@ -174,16 +154,12 @@ async fn openapi_documents_every_route_and_each_documented_route_exists() {
 async fn a_client_that_leaves_mid_upload_is_counted_and_leaves_nothing_in_flight() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await;
-    let address = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let secrets = &common::SECRETS.client;
+    let mut stream = server.connect().await;
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nx-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n\
-         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n--B\r\n",
+        "POST {} HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; boundary=B\r\n\
+         Content-Length: 100000\r\n\r\n--B\r\n",
         server.upload_path("gone.bin"),
-        secrets.decryption_key,
-        secrets.salt,
-        secrets.key
+        common::credential_lines()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -1,12 +1,12 @@
 //! What storage guarantees under concurrency, disconnects and refused credentials. Runs on the
 //! local backend, and on Azure (Azurite) when `BLOBPROX_TEST_AZURE_CONNECTION_STRING` is set.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use blobprox::storage::{AzureAccount, Backend, Storage};
-use common::{AZURE_ENV, SECRETS, TestServer, detail, load_keys};
+use common::{AZURE_ENV, TestServer, detail, load_keys};
 use futures::future::join_all;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -98,21 +98,18 @@ async fn overwriting_uploads_racing_for_one_name_never_mix() {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
     let server = TestServer::start().await;
-    let address = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut stream = server.connect().await;
     let recipients = serde_json::json!({ "me": server.public_key().await }).to_string();
     let head = format!(
         "--B\r\nContent-Disposition: form-data; name=\"public-keys\"\r\n\r\n{recipients}\r\n\
          --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n"
     );
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: {address}\r\nx-decryption-key: {}\r\nx-salt: {}\r\n\
-         x-comparison-key: {}\r\nContent-Type: multipart/form-data; boundary=B\r\n\
-         Content-Length: 100000000\r\n\r\n{head}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: multipart/form-data; \
+         boundary=B\r\nContent-Length: 100000000\r\n\r\n{head}",
         server.upload_path("dropped.bin"),
-        SECRETS.client.decryption_key,
-        SECRETS.client.salt,
-        SECRETS.client.key,
+        server.address(),
+        common::credential_lines(),
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     // Twelve megabytes: enough that parts of it have reached storage.
@@ -404,11 +401,8 @@ async fn a_fernet_blob_changed_in_place_during_a_download_never_ends_cleanly() {
     let content = vec![b'a'; 32 << 20];
     let wrapped = server.upload_ok("legacy.bin", &content).await;
     let mut response = server
-        .authed(reqwest::Method::GET, &server.download_path("legacy.bin"))
-        .header("x-blob-key", &wrapped)
-        .send()
-        .await
-        .unwrap();
+        .download_by_header(reqwest::Method::GET, "legacy.bin", &wrapped)
+        .await;
     assert_eq!(response.status(), 200);
     // The first pass has checked the MAC; once a chunk has arrived, the second pass has opened
     // the file and is a few MiB in, waiting for this client.
@@ -451,15 +445,13 @@ async fn part_files_of_an_upload_killed_mid_body_are_swept_after_a_restart() {
     let recipients =
         serde_json::json!({ "me": common::public_key_at(&server.url).await }).to_string();
     let head = format!(
-        "POST /upload/{}/killed.bin HTTP/1.1\r\nHost: x\r\nx-decryption-key: {}\r\nx-salt: {}\r\n\
-         x-comparison-key: {}\r\nContent-Type: multipart/form-data; boundary=B\r\n\
+        "POST /upload/{}/killed.bin HTTP/1.1\r\nHost: x\r\n{}Content-Type: multipart/form-data; \
+         boundary=B\r\n\
          Content-Length: 100000000\r\n\r\n--B\r\nContent-Disposition: form-data; \
          name=\"public-keys\"\r\n\r\n{recipients}\r\n--B\r\nContent-Disposition: form-data; \
          name=\"file\"; filename=\"f\"\r\n\r\n",
         common::CONTAINER,
-        SECRETS.client.decryption_key,
-        SECRETS.client.salt,
-        SECRETS.client.key,
+        common::credential_lines(),
     );
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -1,6 +1,6 @@
 //! Test vectors of the stream format (`tests/vectors/stream/*.json`), each with its expected
-//! outcome. Regenerate with `cargo test --test stream_vectors -- --ignored` after a deliberate
-//! format change (and bump the format version).
+//! outcome. Regenerate with `cargo test --test integration stream_vectors:: -- --ignored` after a
+//! deliberate format change (and bump the format version).
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! The contract of `../shared/API.md`, row by row, against the real router on an ephemeral port.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -225,12 +225,7 @@ async fn public_keys_may_arrive_as_a_file_part_and_after_the_file() {
             "public-keys",
             Part::text(recipients).file_name("public-keys"),
         );
-    let response = server
-        .authed(Method::POST, &server.upload_path("late.txt"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = server.upload_form("late.txt", form).await;
     let body = json_with_status(response, 200).await;
     let response = server
         .download("late.txt", body["keys"]["me"].as_str().unwrap())
@@ -242,12 +237,7 @@ async fn upload_with_recipients(server: &TestServer, recipients: &str) -> reqwes
     let form = Form::new()
         .text("public-keys", recipients.to_owned())
         .part("file", Part::bytes(b"content".to_vec()).file_name("f"));
-    server
-        .authed(Method::POST, &server.upload_path("r.bin"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+    server.upload_form("r.bin", form).await
 }
 
 #[tokio::test]
@@ -315,12 +305,7 @@ async fn recipient_count_and_size_are_limited() {
 async fn missing_fields_are_422_in_fastapi_shape() {
     let server = TestServer::start().await;
     let only_file = Form::new().part("file", Part::bytes(b"x".to_vec()).file_name("f"));
-    let response = server
-        .authed(Method::POST, &server.upload_path("m"))
-        .multipart(only_file)
-        .send()
-        .await
-        .unwrap();
+    let response = server.upload_form("m", only_file).await;
     let body = json_with_status(response, 422).await;
     assert_eq!(
         body,
@@ -328,12 +313,7 @@ async fn missing_fields_are_422_in_fastapi_shape() {
             "msg": "Field required", "input": null}]})
     );
     let nothing = Form::new().text("unrelated", "x");
-    let response = server
-        .authed(Method::POST, &server.upload_path("m"))
-        .multipart(nothing)
-        .send()
-        .await
-        .unwrap();
+    let response = server.upload_form("m", nothing).await;
     let body = json_with_status(response, 422).await;
     let fields: Vec<_> = body["detail"]
         .as_array()
@@ -460,11 +440,8 @@ async fn the_key_also_travels_in_a_header_or_a_multipart_body() {
     let server = TestServer::start().await;
     let wrapped = server.upload_ok("h.txt", b"via header").await;
     let response = server
-        .authed(Method::GET, &server.download_path("h.txt"))
-        .header("x-blob-key", &wrapped)
-        .send()
-        .await
-        .unwrap();
+        .download_by_header(Method::GET, "h.txt", &wrapped)
+        .await;
     assert_eq!(response.bytes().await.unwrap(), &b"via header"[..]);
     let response = server
         .authed(Method::GET, &server.download_path("h.txt"))
@@ -480,11 +457,8 @@ async fn head_answers_the_get_headers_without_a_body() {
     let server = TestServer::start().await;
     let wrapped = server.upload_ok("data.json", b"{\"a\": 1}").await;
     let response = server
-        .authed(Method::HEAD, &server.download_path("data.json"))
-        .header("x-blob-key", &wrapped)
-        .send()
-        .await
-        .unwrap();
+        .download_by_header(Method::HEAD, "data.json", &wrapped)
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-length"], "8");
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -571,12 +545,7 @@ async fn failed_uploads_leave_the_old_blob_and_no_debris() {
         .text("overwrite", "true")
         .part("file", Part::bytes(vec![1u8; 3 << 20]).file_name("f"))
         .text("public-keys", "{\"x\": \"garbage\"}");
-    let response = server
-        .authed(Method::POST, &server.upload_path("keep.txt"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = server.upload_form("keep.txt", form).await;
     assert_eq!(response.status(), 400);
     // A multipart body cut off in the middle of the file.
     let body = "--B\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--B\r\n\
@@ -627,12 +596,7 @@ async fn malformed_upload_requests_are_400_with_a_reason() {
     let form = Form::new()
         .text("public-keys", recipients.clone())
         .text("public-keys", recipients);
-    let response = server
-        .authed(Method::POST, &server.upload_path("m"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = server.upload_form("m", form).await;
     assert!(detail(response, 400).await.contains("more than once"));
 }
 
@@ -668,12 +632,7 @@ async fn large_files_stream_through_intact() {
 async fn health_probes_need_no_credentials() {
     let server = TestServer::start().await;
     for path in ["/healthz", "/readyz"] {
-        let response = server
-            .http
-            .get(format!("{}{path}", server.url))
-            .send()
-            .await
-            .unwrap();
+        let response = server.get_anonymous(path).await;
         assert_eq!(response.status(), 200, "{path}");
     }
 }

@@ -1,13 +1,13 @@
 //! Hostile and malformed input, limits, and storage faults: always a 4xx (or a clear 5xx for
 //! storage) with a detail, never a panic or a hang, and nothing stored changes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use blobprox::http::{ConnectionLimits, Limits};
 use blobprox::storage::{AzureAccount, Backend, Storage};
-use common::{Options, SECRETS, TestServer, detail};
+use common::{Options, TestServer, credential_lines, detail};
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +22,7 @@ async fn raw_exchange(
     request: &[u8],
     pause_after: Option<Duration>,
 ) -> String {
-    let address = server.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = server.connect().await;
     stream.write_all(request).await.unwrap();
     if let Some(pause) = pause_after {
         tokio::time::sleep(pause).await;
@@ -31,13 +30,6 @@ async fn raw_exchange(
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn credential_lines() -> String {
-    format!(
-        "x-decryption-key: {}\r\nx-salt: {}\r\nx-comparison-key: {}\r\n",
-        SECRETS.client.decryption_key, SECRETS.client.salt, SECRETS.client.key
-    )
 }
 
 #[tokio::test]
@@ -82,12 +74,7 @@ async fn huge_or_strange_header_values_are_4xx() {
         .await
         .unwrap();
     assert_eq!(detail(response, 401).await, "Authentication failed");
-    let response = server
-        .authed(Method::GET, &server.download_path("x"))
-        .header("x-blob-key", &big)
-        .send()
-        .await
-        .unwrap();
+    let response = server.download_by_header(Method::GET, "x", &big).await;
     assert!(detail(response, 400).await.contains("unwrapped"));
     let response = server
         .authed(Method::GET, &server.download_path("x"))
@@ -144,12 +131,7 @@ async fn oversized_or_non_utf8_fields_are_4xx_and_store_nothing() {
         ),
     ];
     for (form, status) in cases {
-        let response = server
-            .authed(Method::POST, &server.upload_path("f.bin"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
+        let response = server.upload_form("f.bin", form).await;
         assert!(!detail(response, status).await.is_empty());
     }
     let few: serde_json::Map<String, serde_json::Value> = (0..101)
@@ -254,8 +236,7 @@ async fn upload_size_and_concurrent_transfers_are_limited() {
         server.upload_path("slow.bin"),
         credential_lines()
     );
-    let address = server.url.trim_start_matches("http://").to_owned();
-    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut holder = server.connect().await;
     holder.write_all(slow.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let response = server.upload("second.bin", b"x", None).await;
@@ -334,7 +315,7 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     }
     let server = TestServer::start().await;
     let container = server.data_dir().join(common::CONTAINER);
-    let mounted = std::process::Command::new("mount")
+    let mounted = common::isolated_command("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
         .arg(&container)
         .status()
@@ -347,9 +328,7 @@ async fn a_full_disk_is_507_and_leaves_no_partial_file() {
     let status = response.status().as_u16();
     let text = detail(response, status).await;
     let leftovers = server.raw_names().await;
-    let _ = std::process::Command::new("umount")
-        .arg(&container)
-        .status();
+    let _ = common::isolated_command("umount").arg(&container).status();
     assert_eq!(status, 507, "{text}");
     assert!(text.contains("storage is full"), "{text}");
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -456,7 +435,7 @@ async fn send_endless_part_header(address: String, path: String) -> String {
 #[tokio::test]
 async fn endless_part_headers_are_refused_before_memory_runs_out() {
     let server = TestServer::start().await;
-    let address = server.url.trim_start_matches("http://").to_owned();
+    let address = server.address().to_owned();
     let answer = send_endless_part_header(address, server.upload_path("h.bin")).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("multipart headers are larger"), "{answer}");
@@ -541,8 +520,7 @@ async fn a_body_shorter_than_its_content_length_is_not_stored() {
         credential_lines(),
         body.len() + 100
     );
-    let address = server.url.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = server.connect().await;
     stream.write_all(request.as_bytes()).await.unwrap();
     // Half-close: the promised 100 bytes will never come.
     stream.shutdown().await.unwrap();
@@ -564,7 +542,7 @@ async fn trickle(server: &TestServer, head: String, body: Vec<u8>) -> String {
     let pieces = (0..body.len())
         .map(|i| (Duration::from_millis(300), body.slice(i..i + 1)))
         .collect();
-    let address = server.url.trim_start_matches("http://");
+    let address = server.address();
     answer_while_sending(address, head, pieces, Duration::from_secs(15)).await
 }
 

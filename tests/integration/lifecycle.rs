@@ -1,7 +1,7 @@
 //! Key lifecycle: blobs outlive a key rotation, keys retire cleanly, and a stored blob is shared
 //! with a new recipient without being rewritten. Runs on the local backend and on Azurite.
 
-mod common;
+use crate::common;
 
 use blobprox::keys;
 use blobprox::transfer::BlobFormat;
