@@ -3,14 +3,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONNECTION, CONTENT_LENGTH};
+use axum::http::{HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -46,10 +46,13 @@ pub async fn observe(
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
     let received = Arc::new(AtomicU64::new(0));
+    let request_ended = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+    let http1 = request.version() <= Version::HTTP_11;
     let request = request.map(|body| {
         Body::new(CountingBody {
             inner: body,
             bytes: received.clone(),
+            ended: request_ended.clone(),
             expected_len: None,
             on_end: None,
         })
@@ -72,6 +75,13 @@ pub async fn observe(
         state.metrics.storage_failed();
     }
     response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+    // An answer given before the request body was read (a refused upload) ends the connection;
+    // saying so keeps a client from sending its next request on a connection about to close.
+    if http1 && !request_ended.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     let mut finish = guard.0.take().expect("taken once");
     finish.status = response.status().as_u16();
     finish.format = response.extensions().get::<BlobFormat>().copied();
@@ -85,6 +95,7 @@ pub async fn observe(
         Body::new(CountingBody {
             inner: body,
             bytes: Arc::new(AtomicU64::new(0)),
+            ended: Arc::default(),
             expected_len,
             on_end: Some(finish),
         })
@@ -169,6 +180,8 @@ impl Finish {
 struct CountingBody {
     inner: Body,
     bytes: Arc<AtomicU64>,
+    /// Set once the body has been read to its end.
+    ended: Arc<AtomicBool>,
     expected_len: Option<u64>,
     on_end: Option<Finish>,
 }
@@ -187,8 +200,15 @@ impl HttpBody for CountingBody {
                 if let Some(data) = frame.data_ref() {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
+                // A reader may stop at its last expected byte without polling the end.
+                if self.inner.is_end_stream() {
+                    self.ended.store(true, Ordering::Relaxed);
+                }
             }
-            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(None) => {
+                self.ended.store(true, Ordering::Relaxed);
+                self.finish(false)
+            }
             Poll::Ready(Some(Err(error))) => {
                 if let Some(finish) = &self.on_end {
                     finish.body_failed(error);

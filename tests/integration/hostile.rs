@@ -587,3 +587,26 @@ async fn trickling_bodies_are_cut_off_after_the_grace_period_and_free_their_slot
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!server.raw_names().await.contains(&"slow.bin".to_owned()));
 }
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_read_says_the_connection_closes() {
+    let server = TestServer::start().await;
+    // Refused at the path, long before the declared body arrives.
+    let head = format!(
+        "POST /upload/Not_A_Container/x.txt HTTP/1.1\r\nHost: x\r\n{}\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 200000\r\n\r\n",
+        credential_lines()
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(&[b'x'; 1000]);
+    let answer = raw_exchange(&server, &request, None)
+        .await
+        .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    // A request read to its end keeps its connection.
+    let response = server.upload("kept.txt", b"kept", None).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("connection").is_none());
+}

@@ -272,10 +272,6 @@ class ProxyLauncher:
             "BLOB_FORMAT": "fernet",
             # One session server sees every test's wrong credentials from 127.0.0.1: no throttling.
             "AUTH_FAILURES_PER_MINUTE": "0",
-            # As every run had it from the caller's shell before the allow-list. Without it the 400
-            # of an unread upload body comes fast enough to race a reused keep-alive connection
-            # (test_invalid_request_error: RemoteDisconnected), a server-side race to fix, not hide.
-            "RUST_BACKTRACE": "1",
         }
         settings.update(extra_env or {})  # may override the defaults above, e.g. BLOB_FORMAT
         env = clean_env(**settings)
