@@ -34,14 +34,7 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .filter(|value| value.len() <= 128 && value.to_str().is_ok())
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("ASCII")
-        });
+    let request_id = request_id(&request);
     // Route templates only: blob names can identify patients, so they stay out of logs.
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = request.method().to_string();
@@ -100,6 +93,16 @@ pub async fn observe(
             on_end: Some(finish),
         })
     })
+}
+
+/// The client's request id when it is short and printable, else a fresh one.
+fn request_id(request: &Request) -> HeaderValue {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|value| value.len() <= 128 && value.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("ASCII"))
 }
 
 /// Status recorded for a request whose handler never answered (nginx's convention).
