@@ -184,3 +184,86 @@ impl Container {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Backend, ContainerName, Storage, memory_container};
+
+    async fn put(container: &Container, name: &str, content: &[u8]) -> BlobName {
+        let blob = BlobName::parse(name).unwrap();
+        let mut staged = container.stage(&blob).await.unwrap();
+        staged.write(Bytes::copy_from_slice(content)).await.unwrap();
+        staged.commit(true).await.unwrap();
+        blob
+    }
+
+    async fn local_container(dir: &std::path::Path) -> Container {
+        std::fs::create_dir(dir.join("box")).unwrap();
+        let storage = Storage::open(Backend::Local(dir.to_owned())).unwrap();
+        storage
+            .container(&ContainerName::parse("box").unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_small_blob_is_read_whole_and_a_large_one_only_at_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        for container in [local_container(dir.path()).await, memory_container().await] {
+            let small = put(&container, "small", &content[..100]).await;
+            let large = put(&container, "large", &content).await;
+            let (info, prefix) = container.head_and_prefix(&small, 1000, 10).await.unwrap();
+            assert_eq!((info.size, &prefix[..]), (100, &content[..100]));
+            let (info, prefix) = container.head_and_prefix(&large, 1000, 10).await.unwrap();
+            assert_eq!(info.size, 5000);
+            assert!(
+                prefix.len() >= 10 && prefix.len() <= 1000,
+                "{}",
+                prefix.len()
+            );
+            assert_eq!(&prefix[..], &content[..prefix.len()]);
+            assert_eq!(info.etag, container.head(&large).await.unwrap().etag);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_missing_blob_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        for container in [local_container(dir.path()).await, memory_container().await] {
+            let empty = put(&container, "empty", b"").await;
+            let (info, prefix) = container.head_and_prefix(&empty, 1000, 10).await.unwrap();
+            assert_eq!((info.size, prefix.len()), (0, 0));
+            let missing = BlobName::parse("missing").unwrap();
+            assert!(matches!(
+                container.head_and_prefix(&missing, 1000, 10).await,
+                Err(StorageError::BlobNotFound)
+            ));
+            assert!(!container.exists(&missing).await.unwrap());
+            assert!(container.exists(&empty).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_pinned_to_a_replaced_blob_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for container in [local_container(dir.path()).await, memory_container().await] {
+            let blob = put(&container, "b", b"first version").await;
+            let first = container.head(&blob).await.unwrap();
+            let chunks: Vec<Bytes> = container
+                .read(&blob, &first, Some(6..13))
+                .await
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+                .await;
+            assert_eq!(chunks.concat(), b"version");
+            put(&container, "b", b"second version, longer").await;
+            assert!(matches!(
+                container.read(&blob, &first, None).await.err(),
+                Some(StorageError::Changed)
+            ));
+        }
+    }
+}

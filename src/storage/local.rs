@@ -43,8 +43,9 @@ pub(super) fn open_version(
     path: &std::path::Path,
     expected: &BlobInfo,
 ) -> Result<File, StorageError> {
+    // The blob was there when `expected` was taken: gone now means replaced or deleted.
     let (file, info) = open(path).map_err(|error| match error {
-        StorageError::BlobNotFound if expected.etag.is_some() => StorageError::Changed,
+        StorageError::BlobNotFound => StorageError::Changed,
         other => other,
     })?;
     match (&expected.etag, &info.etag) {
