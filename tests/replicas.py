@@ -100,6 +100,15 @@ class Replica:
         except requests.ConnectionError:
             return False
 
+    def in_flight(self) -> int:
+        """Requests being served right now, the asking one included, from /metrics."""
+        text = requests.get(f"{self.url}/metrics", timeout=TIMEOUT).text
+        return next(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("blobprox_requests_in_flight ")
+        )
+
     def served(self, route_prefix: str) -> int:
         """Requests of routes starting with `route_prefix` answered 200, from /metrics."""
         text = requests.get(f"{self.url}/metrics", timeout=TIMEOUT).text
@@ -362,7 +371,10 @@ def drain(leaving: Replica, staying: list[Replica], haproxy: Haproxy, headers: d
 
     thread = threading.Thread(target=upload)
     thread.start()
-    check(sent_some.wait(timeout=TIMEOUT), "a slow upload is in flight on r1")
+    check(sent_some.wait(timeout=TIMEOUT), "a slow upload is under way to r1")
+    # The client has handed over its first MiB; SIGTERM must wait until r1 has the request too,
+    # or r1 finds nothing in flight and stops at once.
+    wait_for(lambda: leaving.in_flight() >= 2, "a slow upload is in flight on r1", TIMEOUT)
     leaving.process.send_signal(signal.SIGTERM)
     wait_for(lambda: requests.get(f"{leaving.url}/readyz", timeout=2).status_code == 503, "r1's /readyz 503", 2)
     body = requests.get(f"{leaving.url}/readyz", timeout=2).json()
