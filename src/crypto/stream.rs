@@ -184,17 +184,27 @@ impl SegmentKey {
         })
     }
 
-    /// Authenticates and decrypts one stored segment (ciphertext and tag) in place; returns the
-    /// plaintext length.
+    /// Authenticates one stored segment (ciphertext and tag) and decrypts it into the start of
+    /// `plaintext`, which must have room for it; returns the plaintext length. Decrypting out of
+    /// place lets a reader gather many segments into one contiguous buffer without a copy.
     pub fn open_segment(
         &self,
         nonce: SegmentNonce,
-        segment: &mut [u8],
+        stored: &[u8],
+        plaintext: &mut [u8],
     ) -> Result<usize, CryptoError> {
+        let len = stored
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(CryptoError::AuthenticationFailed)?;
+        let (ciphertext, tag) = stored.split_at(len);
+        let out = plaintext
+            .get_mut(..len)
+            .expect("the plaintext buffer has room for the segment");
         self.aead
-            .open_in_place(nonce.to_nonce(), Aad::empty(), segment)
-            .map(|plaintext| plaintext.len())
-            .map_err(|_| CryptoError::AuthenticationFailed)
+            .open_separate_gather(nonce.to_nonce(), Aad::empty(), ciphertext, tag, out)
+            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        Ok(len)
     }
 
     fn seal_segment(
@@ -366,12 +376,12 @@ pub fn decrypt(data_key: &DataKey, blob: &[u8]) -> Result<Vec<u8>, CryptoError> 
     let header = StreamHeader::parse(blob)?;
     let key = SegmentKey::open(data_key, &header)?;
     let layout = StreamLayout::new(header.segment_size, blob.len() as u64)?;
-    let mut plaintext = Vec::with_capacity(layout.plaintext_len() as usize);
+    let mut plaintext = vec![0; layout.plaintext_len() as usize];
+    let mut filled = 0;
     for index in 0..layout.segment_count() {
         let range = layout.stored_range(&(index..index + 1));
-        let mut segment = blob[range.start as usize..range.end as usize].to_vec();
-        let len = key.open_segment(layout.nonce(index), &mut segment)?;
-        plaintext.extend_from_slice(&segment[..len]);
+        let stored = &blob[range.start as usize..range.end as usize];
+        filled += key.open_segment(layout.nonce(index), stored, &mut plaintext[filled..])?;
     }
     Ok(plaintext)
 }

@@ -7,6 +7,7 @@ use crate::crypto::CryptoError;
 use crate::storage::StorageError;
 
 mod opened;
+mod segments;
 mod upload;
 mod writer;
 

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+use super::segments::SegmentReader;
 use super::{BlobFormat, TransferError};
 use crate::crypto::CryptoError;
 use crate::crypto::data_key::DataKey;
@@ -14,15 +15,18 @@ use crate::crypto::fernet::{self, FernetDecryptor, FernetVerifier, VerifiedToken
 use crate::crypto::stream::{self, SegmentKey, StreamHeader, StreamLayout};
 use crate::storage::{BlobInfo, BlobName, Container, ContainerName, Storage, StorageError};
 
-/// Plaintext chunks queued between decryption and the client.
-const DOWNLOAD_QUEUE: usize = 4;
+/// Plaintext pieces queued between decryption and the client.
+const DOWNLOAD_QUEUE: usize = 2;
+/// Plaintext bytes decrypted into one piece for the client: writes this large cost the socket a
+/// fraction of what one write per 64 KiB segment did.
+const PIECE_BYTES: u64 = 512 * 1024;
 /// Stored size up to which a blob is read whole when opened: a stream blob of one default
 /// segment is its header and its last segment, so a small download is one storage operation.
 const WHOLE_READ_MAX: u64 =
     (stream::HEADER_LEN + stream::DEFAULT_SEGMENT_SIZE as usize + stream::TAG_LEN) as u64;
-/// What one download reserves from the buffer budget while it runs: its queued chunks and the
-/// segments being opened (64 KiB each by default).
-const DOWNLOAD_BUFFER_BYTES: usize = 512 * 1024;
+/// What one download reserves from the buffer budget while it runs: its queued pieces, the piece
+/// being decrypted and the storage chunk it is decrypted from.
+const DOWNLOAD_BUFFER_BYTES: usize = (DOWNLOAD_QUEUE + 1) * PIECE_BYTES as usize + 1024 * 1024;
 
 /// How an opened blob is laid out.
 enum Layout {
@@ -143,7 +147,7 @@ impl OpenedBlob {
             stall_timeout,
         };
         tokio::spawn(async move {
-            let _reserved = self.container.reserve_buffer(DOWNLOAD_BUFFER_BYTES).await;
+            let _reserved = self.container.reserve_buffer(self.buffer_needed()).await;
             let pumped = match &self.layout {
                 Layout::Fernet(verified) => self.pump_fernet(verified, &delivery).await,
                 Layout::Stream { key, layout, .. } => {
@@ -159,6 +163,14 @@ impl OpenedBlob {
             receiver.recv().await.map(|item| (item, receiver))
         })
         .right_stream()
+    }
+
+    /// What streaming this blob buffers at most: a small blob is in memory no more than three
+    /// times (storage chunk, piece, queue), so it reserves no more.
+    fn buffer_needed(&self) -> usize {
+        usize::try_from(self.info.size)
+            .map_or(usize::MAX, |size| size.saturating_mul(3))
+            .min(DOWNLOAD_BUFFER_BYTES)
     }
 
     /// The plaintext of `range` (all of it for `None`) when it lies within the last segment of
@@ -219,37 +231,34 @@ impl OpenedBlob {
         }
         let segments = layout.segments_for(&range);
         let stored = layout.stored_range(&segments);
-        let stored_len = layout.stored_segment_len() as usize;
-        let mut chunks = self
+        let stored_len = layout.stored_segment_len();
+        let segment_size = layout.segment_size();
+        let per_piece = (PIECE_BYTES / segment_size).max(1);
+        let chunks = self
             .container
             .read(&self.blob, &self.info, Some(stored.clone()))
             .await?;
-        let mut buffer = BytesMut::with_capacity(stored_len * 2);
-        let mut index = segments.start;
+        let mut reader = SegmentReader::new(chunks);
         let mut remaining = stored.end - stored.start;
+        let mut index = segments.start;
         while index < segments.end {
-            // The last segment may be shorter; it ends where the stored range ends.
-            let wanted = stored_len.min(remaining as usize);
-            while buffer.len() < wanted {
-                match chunks.next().await {
-                    Some(chunk) => buffer.extend_from_slice(&chunk?),
-                    None => {
-                        return Err(TransferError::Corrupt("the blob ended early".into()));
-                    }
-                }
+            let piece_start = index * segment_size;
+            let count = per_piece.min(segments.end - index);
+            let mut piece = BytesMut::zeroed((count * segment_size) as usize);
+            let mut filled = 0;
+            for _ in 0..count {
+                // The last segment may be shorter; it ends where the stored range ends.
+                let wanted = stored_len.min(remaining);
+                let segment = reader.next(wanted as usize).await?;
+                filled += key.open_segment(layout.nonce(index), &segment, &mut piece[filled..])?;
+                remaining -= wanted;
+                index += 1;
             }
-            let mut segment = buffer.split_to(wanted);
-            let plaintext_len = key.open_segment(layout.nonce(index), &mut segment)?;
-            segment.truncate(plaintext_len);
-            let segment_start = index * layout.segment_size();
-            let from = range.start.saturating_sub(segment_start) as usize;
-            let to = (range.end - segment_start).min(plaintext_len as u64) as usize;
-            let piece = segment.freeze().slice(from..to);
-            if !delivery.send(Ok(piece)).await {
+            let from = range.start.saturating_sub(piece_start) as usize;
+            let to = (range.end - piece_start).min(filled as u64) as usize;
+            if !delivery.send(Ok(piece.freeze().slice(from..to))).await {
                 return Ok(());
             }
-            remaining -= wanted as u64;
-            index += 1;
         }
         Ok(())
     }
@@ -285,22 +294,27 @@ async fn open_stream(
     let layout = StreamLayout::new(header.segment_size, info.size)?;
     let last = layout.segment_count() - 1;
     let stored = layout.stored_range(&(last..last + 1));
-    let mut segment = match head.get(stored.start as usize..stored.end as usize) {
-        Some(read) => read.to_vec(),
-        None => read_all(container, blob, info, Some(stored)).await?,
+    let read;
+    let segment = match head.get(stored.start as usize..stored.end as usize) {
+        Some(held) => held,
+        None => {
+            read = read_all(container, blob, info, Some(stored)).await?;
+            &read[..]
+        }
     };
+    let mut last_plaintext = BytesMut::zeroed(segment.len());
     let plaintext_len = key
-        .open_segment(layout.nonce(last), &mut segment)
+        .open_segment(layout.nonce(last), segment, &mut last_plaintext)
         .map_err(|_| {
             TransferError::Corrupt(
                 "the last segment failed authentication (truncated or altered)".into(),
             )
         })?;
-    segment.truncate(plaintext_len);
+    last_plaintext.truncate(plaintext_len);
     Ok(Layout::Stream {
         key,
         layout,
-        last_plaintext: Bytes::from(segment),
+        last_plaintext: last_plaintext.freeze(),
     })
 }
 
@@ -414,7 +428,7 @@ pub(super) mod tests {
 
         #[test]
         fn random_ranges_equal_the_slice(
-            len in 0u64..(4 * SEGMENT + 10),
+            len in 0u64..(2 * PIECE_BYTES + 4 * SEGMENT),
             picks in (any::<u64>(), any::<u64>()),
             near_boundary in any::<bool>(),
         ) {
@@ -438,6 +452,32 @@ pub(super) mod tests {
                     let stored = store(&plaintext, format).await;
                     assert_eq!(read(stored, None).await, plaintext, "{format:?} {len}");
                 }
+            }
+        });
+    }
+
+    #[test]
+    fn a_long_download_comes_in_whole_pieces_and_ranges_cross_them_intact() {
+        runtime().block_on(async {
+            let len = 2 * PIECE_BYTES + SEGMENT + 5;
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let stored = store(&plaintext, BlobFormat::Stream).await;
+            let opened = OpenedBlob::open(stored.0.clone(), stored.1.clone(), stored.2.clone())
+                .await
+                .unwrap();
+            let sizes: Vec<u64> = opened
+                .into_plaintext(None, Duration::from_secs(5))
+                .map_ok(|piece| piece.len() as u64)
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(sizes, [PIECE_BYTES, PIECE_BYTES, SEGMENT + 5]);
+            for range in [PIECE_BYTES - 1..PIECE_BYTES + 1, 1..len - 1, SEGMENT..len] {
+                let got = read(stored.clone(), Some(range.clone())).await;
+                assert!(
+                    got == plaintext[range.start as usize..range.end as usize],
+                    "{range:?}"
+                );
             }
         });
     }
