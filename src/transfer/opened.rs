@@ -482,6 +482,35 @@ pub(super) mod tests {
         });
     }
 
+    #[test]
+    fn a_running_download_holds_budget_for_its_buffers_until_it_ends() {
+        use futures::FutureExt;
+        let total = crate::storage::DEFAULT_MAX_BUFFER_BYTES;
+        let held = DOWNLOAD_BUFFER_BYTES;
+        runtime().block_on(async {
+            // Long enough that the pump waits on a full queue, its reservation held.
+            let plaintext = vec![5; 4 * PIECE_BYTES as usize];
+            let (container, name, key) = store(&plaintext, BlobFormat::Stream).await;
+            let opened = OpenedBlob::open(container.clone(), name, key)
+                .await
+                .unwrap();
+            let pieces = opened.into_plaintext(None, Duration::from_secs(5));
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            let fits = container.reserve_buffer(total - held).now_or_never();
+            assert!(fits.is_some(), "more than {held} held");
+            drop(fits);
+            let over = container.reserve_buffer(total - held + 1).now_or_never();
+            assert!(over.is_none(), "less than {held} held");
+            drop(pieces);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(container.reserve_buffer(total).now_or_never().is_some());
+        });
+    }
+
     #[tokio::test]
     async fn a_missing_container_is_a_missing_blob() {
         let dir = tempfile::tempdir().unwrap();

@@ -73,6 +73,8 @@ mod tests {
         assert_eq!(segments.next(4).await.unwrap(), &b"cdef"[..]);
         assert_eq!(segments.next(0).await.unwrap(), &b""[..]);
         assert_eq!(segments.next(5).await.unwrap(), &b"ghijk"[..]);
+        // Nothing asked of an exhausted stream is nothing, not a short read.
+        assert_eq!(segments.next(0).await.unwrap(), &b""[..]);
         assert!(matches!(
             segments.next(1).await,
             Err(TransferError::Corrupt(_))
