@@ -121,6 +121,27 @@ impl BlobWriter {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_ciphertext_buffer_never_outgrows_its_capacity() {
+        let container = crate::storage::memory_container().await;
+        let name = BlobName::parse("blob").unwrap();
+        let key = DataKey::generate().unwrap();
+        for format in [BlobFormat::Stream, BlobFormat::Fernet] {
+            let mut writer = BlobWriter::start(&container, &name, &key, format)
+                .await
+                .unwrap();
+            let capacity = writer.pending.capacity();
+            for len in [1, 300_000, ENCODE_SLICE, 700_000, 5, 2 * FLUSH_BYTES] {
+                writer.write(&vec![1; len]).await.unwrap();
+                assert_eq!(
+                    writer.pending.capacity(),
+                    capacity,
+                    "{format:?} after {len}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn no_slice_of_plaintext_adds_more_than_the_headroom() {
         let key = DataKey::generate().unwrap();
