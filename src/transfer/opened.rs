@@ -25,7 +25,7 @@ const PIECE_BYTES: u64 = 512 * 1024;
 const WHOLE_READ_MAX: u64 =
     (stream::HEADER_LEN + stream::DEFAULT_SEGMENT_SIZE as usize + stream::TAG_LEN) as u64;
 /// What one download reserves from the buffer budget while it runs: its queued pieces, the piece
-/// being decrypted and the storage chunk it is decrypted from.
+/// being decrypted and the storage chunk it is decrypted from (1 MiB from the local backend).
 const DOWNLOAD_BUFFER_BYTES: usize = (DOWNLOAD_QUEUE + 1) * PIECE_BYTES as usize + 1024 * 1024;
 
 /// How an opened blob is laid out.
