@@ -101,8 +101,15 @@ pass "blobprox:latest built on $base in $((SECONDS - started)) s ($(docker image
 python=${PYTHON:-python3}
 # shellcheck source=azurite.sh
 source scripts/azurite.sh
-azurite_start "$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')" \
-    "$work/azurite.log" --inMemoryPersistence
+# Docker's own record of the gateway, or, where the engine leaves it empty (Debian's 20.10), the
+# address of the bridge's interface.
+bridge_ip="$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')"
+if [ -z "$bridge_ip" ]; then
+    bridge_if="$(docker network inspect bridge --format '{{index .Options "com.docker.network.bridge.name"}}')"
+    bridge_ip="$(ip -4 -o addr show "${bridge_if:-docker0}" | awk '{split($4, a, "/"); print a[1]; exit}')"
+fi
+[ -n "$bridge_ip" ] || die "no IPv4 address found for docker's bridge network"
+azurite_start "$bridge_ip" "$work/azurite.log" --inMemoryPersistence
 export AZURE_STORAGE_CONNECTION_STRING="$AZURITE_CONNECTION_STRING"
 azurite_create_container dockertest
 
